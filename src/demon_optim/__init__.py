@@ -1,0 +1,21 @@
+"""demon-optim: Demon momentum decay for PyTorch (Chen et al., arXiv 1910.04952).
+
+>>> from demon_optim import DemonSGD, DemonAdam, MomentumScheduler
+"""
+
+from . import schedules
+from .errors import ConfigError
+from .optim import DemonAdam, DemonAdamW, DemonSGD
+from .scheduler import MomentumScheduler
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConfigError",
+    "DemonAdam",
+    "DemonAdamW",
+    "DemonSGD",
+    "MomentumScheduler",
+    "__version__",
+    "schedules",
+]

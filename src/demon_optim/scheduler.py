@@ -1,0 +1,185 @@
+"""MomentumScheduler: a momentum schedule (Demon or any shape) for any torch optimizer.
+
+Torch has learning-rate schedulers but no momentum scheduler (pytorch#83159). This one
+follows ``torch.optim.lr_scheduler.LRScheduler``: construct it on the optimizer (it sets
+the step-0 momentum), call ``step()`` after each ``optimizer.step()``, read
+``get_last_momentum()``, save and load it with ``state_dict()``. It composes with torch's LR
+schedulers (it never touches ``lr``).
+
+It writes ``group["momentum"]`` (SGD, RMSprop) or ``group["betas"][0]`` (Adam, AdamW, NAdam,
+RAdam, ...), keeping ``betas[1:]`` as they are; a tensor-valued momentum is filled in place.
+
+Caveat on torch's Adam family: torch bias-corrects the first moment with
+``1 - beta1**step`` using the *current* beta1, which is wrong once beta1 moves (the true
+correction is ``1 - prod(beta_i)``). Scheduling Adam's beta1 with this class inherits that
+error; :class:`demon_optim.DemonAdam` corrects exactly (``damped=True``) or uses the
+paper's undamped moment, which needs none.
+
+A step that ``torch.amp.GradScaler`` skips does not call ``optimizer.step()``, but a
+scheduler stepped anyway still advances (as torch's LR schedulers do); the Demon
+optimizers, whose counter lives in ``step()``, do not.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch.optim import Optimizer
+
+from . import schedules
+from .errors import ConfigError, invalid
+
+__all__ = ["MomentumScheduler"]
+
+KNOWN_KEYS = ("betas", "momentum")
+
+
+def _resolve_key(optimizer: Optimizer, group: dict[str, Any], key: str | None) -> str:
+    """Which group entry holds the momentum: ``key``, the optimizer's declared key, or a known one."""
+    key = key or getattr(optimizer, "momentum_key", None)
+    if key is not None:
+        if key not in group:
+            raise invalid("key", key, sorted(map(str, group)))
+        return key
+    for known in KNOWN_KEYS:
+        if known in group:
+            return known
+    raise ConfigError(
+        f"{type(optimizer).__name__} has no 'momentum' or 'betas' in its parameter groups "
+        f"(keys: {', '.join(sorted(map(str, group)))}); pass key= to name the entry to schedule"
+    )
+
+
+class MomentumScheduler:
+    """Set each parameter group's momentum from a schedule at every step.
+
+    Args:
+        optimizer: any ``torch.optim.Optimizer``.
+        schedule: a name from :data:`demon_optim.schedules.SCHEDULES` (``"demon"``,
+            ``"linear"``, ``"cosine"``, ``"exponential"``, ``"one_cycle"``, ...) or a callable
+            ``(k, T, beta_init) -> beta``.
+        total_steps: ``T``, one int or one per group (optimizer steps, not epochs).
+        key: the group entry to schedule; default ``"betas"`` (index 0) or ``"momentum"``.
+            A tuple or list entry has its first element scheduled.
+        last_step: the number of steps already taken when resuming without a state dict;
+            ``-1`` (default) starts fresh and reads each group's momentum as its beta_init.
+        **schedule_options: keyword options of the named schedule
+            (e.g. ``base_momentum=0.85`` for ``"one_cycle"``, ``delay=0.75`` for ``"demon"``).
+
+    Each group's initial momentum is its ``beta_init`` (kept as
+    ``group["initial_momentum"]``). The counter ``last_step`` is the number of ``step()``
+    calls so far; the momentum set for the next optimizer step is
+    ``schedule(last_step, T, beta_init)``.
+    """
+
+    def __init__(
+        self,
+        optimizer: Optimizer,
+        schedule: str | Callable[[int, int, float], float] = "demon",
+        *,
+        total_steps: int | Sequence[int],
+        key: str | None = None,
+        last_step: int = -1,
+        **schedule_options: Any,
+    ) -> None:
+        if not isinstance(optimizer, Optimizer):
+            raise invalid("optimizer", type(optimizer).__name__, "a torch.optim.Optimizer")
+        self.optimizer = optimizer
+        self.schedule = schedule
+        self.schedule_options = schedule_options
+        self._schedule_fn = schedules.get(schedule, **schedule_options)
+        groups = optimizer.param_groups
+        totals = list(total_steps) if isinstance(total_steps, Sequence) else [total_steps]
+        if len(totals) == 1:
+            totals *= len(groups)
+        if len(totals) != len(groups):
+            raise invalid("total_steps", total_steps, f"one int or {len(groups)} ints")
+        self.total_steps = [schedules.check_total_steps(t) for t in totals]
+        self.keys = [_resolve_key(optimizer, g, key) for g in groups]
+        if last_step != -1:
+            schedules.check_step(last_step, "last_step")
+        for group, k in zip(groups, self.keys, strict=True):
+            if last_step == -1:
+                group["initial_momentum"] = float(self._read(group, k))
+            elif "initial_momentum" not in group:
+                raise ConfigError(
+                    "last_step: resuming needs group['initial_momentum'] in every group "
+                    "(restore it with load_state_dict, or start with last_step=-1)"
+                )
+            schedules.check_momentum(group["initial_momentum"], "initial momentum")
+        self.last_step = max(last_step, 0)
+        self._warned_past_end = False
+        self._apply()
+
+    # -- reading and writing the group entry --------------------------------------------
+
+    @staticmethod
+    def _read(group: dict[str, Any], key: str) -> Any:
+        value = group[key]
+        return value[0] if isinstance(value, (tuple, list)) else value
+
+    @staticmethod
+    def _write(group: dict[str, Any], key: str, beta: float) -> None:
+        value = group[key]
+        current = value[0] if isinstance(value, (tuple, list)) else value
+        if isinstance(current, torch.Tensor):
+            current.fill_(beta)  # keep the tensor (torch.compile / capturable users hold it)
+        elif isinstance(value, (tuple, list)):
+            group[key] = type(value)((beta, *value[1:]))
+        else:
+            group[key] = beta
+
+    def _apply(self) -> None:
+        for group, key, total in zip(
+            self.optimizer.param_groups, self.keys, self.total_steps, strict=True
+        ):
+            beta = self._schedule_fn(self.last_step, total, group["initial_momentum"])
+            if not 0.0 <= beta < 1.0:
+                raise invalid("schedule", f"{self.schedule!r} gave {beta}", "values in [0, 1)")
+            self._write(group, key, beta)
+
+    # -- the LRScheduler-like interface ------------------------------------------------------
+
+    def step(self) -> None:
+        """Advance the counter by one and set the momentum for the next optimizer step."""
+        self.last_step += 1
+        if not self._warned_past_end and any(self.last_step > t for t in self.total_steps):
+            self._warned_past_end = True
+            warnings.warn(
+                f"MomentumScheduler: step {self.last_step} is past total_steps="
+                f"{self.total_steps}; the momentum is held at the schedule's end value.",
+                stacklevel=2,
+            )
+        self._apply()
+
+    def get_last_momentum(self) -> list[float]:
+        """The momentum now set in each group (the one the next optimizer step will use)."""
+        return [
+            float(self._read(g, k))
+            for g, k in zip(self.optimizer.param_groups, self.keys, strict=True)
+        ]
+
+    def state_dict(self) -> dict[str, Any]:
+        """The counter and settings; a callable schedule is not saved (pass it again)."""
+        return {
+            "last_step": self.last_step,
+            "total_steps": list(self.total_steps),
+            "keys": list(self.keys),
+            "schedule": self.schedule if isinstance(self.schedule, str) else None,
+            "schedule_options": dict(self.schedule_options),
+            "initial_momentum": [g["initial_momentum"] for g in self.optimizer.param_groups],
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore the counter (and each group's beta_init), then re-apply the momentum."""
+        self.last_step = schedules.check_step(state_dict["last_step"], "last_step")
+        self.total_steps = [schedules.check_total_steps(t) for t in state_dict["total_steps"]]
+        self.keys = list(state_dict["keys"])
+        for group, beta in zip(
+            self.optimizer.param_groups, state_dict["initial_momentum"], strict=True
+        ):
+            group["initial_momentum"] = beta
+        self._apply()

@@ -31,6 +31,7 @@ from torch.optim import Optimizer
 
 from . import schedules
 from .errors import ConfigError, invalid
+from .optim._base import user_stacklevel
 
 __all__ = ["MomentumScheduler"]
 
@@ -151,7 +152,7 @@ class MomentumScheduler:
             warnings.warn(
                 f"MomentumScheduler: step {self.last_step} is past total_steps="
                 f"{self.total_steps}; the momentum is held at the schedule's end value.",
-                stacklevel=2,
+                stacklevel=user_stacklevel(),
             )
         self._apply()
 

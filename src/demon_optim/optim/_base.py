@@ -10,6 +10,7 @@ a gradient. A group added later with ``add_param_group`` starts its own count at
 from __future__ import annotations
 
 import numbers
+import sys
 import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -23,6 +24,17 @@ from ..errors import invalid
 ScheduleArg = str | Callable[[int, int, float], float]
 
 STEP_KEY = "schedule_step"
+
+
+def user_stacklevel() -> int:
+    """The ``stacklevel`` that makes a warning point at the first frame outside torch and us."""
+    level, frame = 1, sys._getframe(1)
+    while frame is not None and frame.f_globals.get("__name__", "").split(".")[0] in (
+        "demon_optim",
+        "torch",
+    ):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def check_nonnegative(value: Any, name: str) -> None:
@@ -108,7 +120,7 @@ class ScheduledMomentumOptimizer(Optimizer):
                     f"{group['total_steps']}; the {group['schedule']!r} momentum is held at "
                     "its end value from here on. Set total_steps to the run's number of "
                     "optimizer steps.",
-                    stacklevel=3,
+                    stacklevel=user_stacklevel(),
                 )
             betas.append(self.scheduled_beta(group, self._beta_init(group), step))
             group[STEP_KEY] = step + 1

@@ -1,0 +1,121 @@
+"""Optimizer step time: DemonSGD / DemonAdam against every implementation of torch SGD / Adam.
+
+All optimizers step the same kind of parameters (~20M float32 values in 50 tensors, by
+default) in one process, interleaved round by round so that a noisy neighbour slows all of
+them alike; each figure is the median over the rounds. Ratios are against torch's fastest
+equivalent measured in the same run; "GB/s" counts the bytes an ideal one-pass update must
+move (SGD: read p, g, buf, write p, buf; Adam: read p, g, m, v, write p, m, v).
+
+    python benchmarks/step_speed.py              # the README's figures
+    python benchmarks/step_speed.py --rounds 50 --numel 5e6 --tensors 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+import warnings
+from collections.abc import Callable
+
+import torch
+
+from demon_optim import DemonAdam, DemonSGD
+
+Factory = Callable[[list[torch.nn.Parameter]], torch.optim.Optimizer]
+
+
+def candidates(total_steps: int) -> dict[str, dict[str, Factory]]:
+    """Per family: name -> optimizer factory. The first Demon entry is the default path."""
+    sgd = {"lr": 0.01, "momentum": 0.9}
+    adam = {"lr": 1e-3}
+    return {
+        "sgd": {
+            "DemonSGD": lambda p: DemonSGD(p, **sgd, total_steps=total_steps),
+            "DemonSGD(fused=False)": lambda p: DemonSGD(
+                p, **sgd, total_steps=total_steps, fused=False
+            ),
+            "torch SGD for-loop": lambda p: torch.optim.SGD(p, **sgd, foreach=False),
+            "torch SGD foreach": lambda p: torch.optim.SGD(p, **sgd, foreach=True),
+            "torch SGD fused": lambda p: torch.optim.SGD(p, **sgd, fused=True),
+        },
+        "adam": {
+            "DemonAdam": lambda p: DemonAdam(p, **adam, total_steps=total_steps),
+            "DemonAdam(damped=True)": lambda p: DemonAdam(
+                p, **adam, total_steps=total_steps, damped=True
+            ),
+            "DemonAdam(fused=False)": lambda p: DemonAdam(
+                p, **adam, total_steps=total_steps, fused=False
+            ),
+            "torch Adam for-loop": lambda p: torch.optim.Adam(p, **adam, foreach=False),
+            "torch Adam foreach": lambda p: torch.optim.Adam(p, **adam, foreach=True),
+            "torch Adam fused": lambda p: torch.optim.Adam(p, **adam, fused=True),
+        },
+    }
+
+
+BYTES_PER_VALUE = {"sgd": 5 * 4, "adam": 7 * 4}  # float32 tensors touched per value
+
+
+def make_params(numel: int, tensors: int, seed: int) -> list[torch.nn.Parameter]:
+    gen = torch.Generator().manual_seed(seed)
+    size = numel // tensors
+    params = [torch.nn.Parameter(torch.randn(size, generator=gen)) for _ in range(tensors)]
+    for p in params:
+        p.grad = torch.randn(size, generator=gen) * 1e-3
+    return params
+
+
+def measure(rounds: int, numel: int, tensors: int, warmup: int) -> dict[str, dict[str, list[float]]]:
+    total_steps = rounds + warmup + 1  # Demon's beta moves on every timed step
+    times: dict[str, dict[str, list[float]]] = {}
+    for family, factories in candidates(total_steps).items():
+        opts = {name: make(make_params(numel, tensors, i)) for i, (name, make) in
+                enumerate(factories.items())}
+        for opt in opts.values():
+            for _ in range(warmup):
+                opt.step()
+        times[family] = {name: [] for name in opts}
+        for _ in range(rounds):
+            for name, opt in opts.items():
+                start = time.perf_counter()
+                opt.step()
+                times[family][name].append(time.perf_counter() - start)
+        del opts
+    return times
+
+
+def report(times: dict[str, dict[str, list[float]]], numel: int) -> None:
+    for family, by_name in times.items():
+        medians = {name: statistics.median(ts) for name, ts in by_name.items()}
+        torch_best = min((t, n) for n, t in medians.items() if n.startswith("torch"))
+        print(f"\n{family.upper()}: {numel / 1e6:.1f}M float32 values, fastest torch: "
+              f"{torch_best[1]} ({torch_best[0] * 1e3:.2f} ms)")
+        print(f"  {'implementation':<26}{'median ms':>10}{'GB/s':>8}{'vs fastest torch':>18}")
+        for name, t in medians.items():
+            gbs = BYTES_PER_VALUE[family] * numel / t / 1e9
+            print(f"  {name:<26}{t * 1e3:>10.2f}{gbs:>8.1f}{t / torch_best[0]:>17.2f}x")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=30, help="timed rounds (>= 20)")
+    parser.add_argument("--numel", type=float, default=20e6, help="values in all tensors")
+    parser.add_argument("--tensors", type=int, default=50)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    args = parser.parse_args()
+    if args.rounds < 20:
+        parser.error("--rounds: got %d; allowed: >= 20 (medians of at least 20)" % args.rounds)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"{args.rounds} interleaved rounds, medians")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        times = measure(args.rounds, int(args.numel), args.tensors, args.warmup)
+    report(times, int(args.numel))
+
+
+if __name__ == "__main__":
+    main()

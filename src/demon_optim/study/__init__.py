@@ -1,0 +1,1 @@
+"""The study harness: tasks, methods, trials, executors and the results store."""

@@ -1,0 +1,32 @@
+"""Task registry of the study harness.
+
+A task is a model on a data set with its loss, metric and default budget
+(:class:`~demon_optim.study.tasks.base.Task`). Adding one is one module that calls
+:func:`register` plus one import line at the bottom of this file.
+"""
+
+from demon_optim.study.tasks.base import (
+    ClassificationTask,
+    DataUnavailableError,
+    Split,
+    Task,
+    TaskData,
+    clear_data_cache,
+)
+from demon_optim.study.tasks.registry import get_task, list_tasks, register, task_names
+
+__all__ = [
+    "ClassificationTask",
+    "DataUnavailableError",
+    "Split",
+    "Task",
+    "TaskData",
+    "clear_data_cache",
+    "get_task",
+    "list_tasks",
+    "register",
+    "task_names",
+]
+
+# One line per task module; importing it registers its tasks.
+from demon_optim.study.tasks import digits, mnist1d  # noqa: F401

@@ -66,12 +66,16 @@ def make_params(numel: int, tensors: int, seed: int) -> list[torch.nn.Parameter]
     return params
 
 
-def measure(rounds: int, numel: int, tensors: int, warmup: int) -> dict[str, dict[str, list[float]]]:
+def measure(
+    rounds: int, numel: int, tensors: int, warmup: int
+) -> dict[str, dict[str, list[float]]]:
     total_steps = rounds + warmup + 1  # Demon's beta moves on every timed step
     times: dict[str, dict[str, list[float]]] = {}
     for family, factories in candidates(total_steps).items():
-        opts = {name: make(make_params(numel, tensors, i)) for i, (name, make) in
-                enumerate(factories.items())}
+        opts = {
+            name: make(make_params(numel, tensors, i))
+            for i, (name, make) in enumerate(factories.items())
+        }
         for opt in opts.values():
             for _ in range(warmup):
                 opt.step()
@@ -89,8 +93,10 @@ def report(times: dict[str, dict[str, list[float]]], numel: int) -> None:
     for family, by_name in times.items():
         medians = {name: statistics.median(ts) for name, ts in by_name.items()}
         torch_best = min((t, n) for n, t in medians.items() if n.startswith("torch"))
-        print(f"\n{family.upper()}: {numel / 1e6:.1f}M float32 values, fastest torch: "
-              f"{torch_best[1]} ({torch_best[0] * 1e3:.2f} ms)")
+        print(
+            f"\n{family.upper()}: {numel / 1e6:.1f}M float32 values, fastest torch: "
+            f"{torch_best[1]} ({torch_best[0] * 1e3:.2f} ms)"
+        )
         print(f"  {'implementation':<26}{'median ms':>10}{'GB/s':>8}{'vs fastest torch':>18}")
         for name, t in medians.items():
             gbs = BYTES_PER_VALUE[family] * numel / t / 1e9
@@ -106,11 +112,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     args = parser.parse_args()
     if args.rounds < 20:
-        parser.error("--rounds: got %d; allowed: >= 20 (medians of at least 20)" % args.rounds)
+        parser.error(f"--rounds: got {args.rounds}; allowed: >= 20 (medians of at least 20)")
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"{args.rounds} interleaved rounds, medians")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"{args.rounds} interleaved rounds, medians"
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         times = measure(args.rounds, int(args.numel), args.tensors, args.warmup)

@@ -117,7 +117,7 @@ def adam_step(
 
 
 def quadratic_grad(theta: np.ndarray, k: int, i: int) -> np.ndarray:
-    """A gradient that depends on the parameters and the step: (theta - target) * curvature + noise."""
+    """A gradient that depends on the parameters and the step: curvature (theta - 1) + noise."""
     rng = np.random.default_rng(1000 * k + i)
     curvature = 0.5 + (np.arange(theta.size) % 7) / 7.0
     return curvature * (theta - 1.0) + 0.1 * rng.standard_normal(theta.size)

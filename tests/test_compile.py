@@ -68,7 +68,9 @@ def test_trains_a_compiled_model(name):
 
 def test_momentum_scheduler_with_tensor_beta_under_compile():
     p = torch.nn.Parameter(torch.ones(4))
-    opt = torch.optim.Adam([p], lr=torch.tensor(0.01), betas=(torch.tensor(0.9), torch.tensor(0.999)))
+    opt = torch.optim.Adam(
+        [p], lr=torch.tensor(0.01), betas=(torch.tensor(0.9), torch.tensor(0.999))
+    )
     sched = MomentumScheduler(opt, "demon", total_steps=10)
     counter = CompileCounter()
 

@@ -36,8 +36,10 @@ ADAM_CONFIGS = {
 
 def initial_params(dtype: torch.dtype) -> list[torch.nn.Parameter]:
     gen = torch.Generator().manual_seed(0)
-    return [torch.nn.Parameter(torch.randn(s, generator=gen, dtype=torch.float64).to(dtype))
-            for s in SHAPES]
+    return [
+        torch.nn.Parameter(torch.randn(s, generator=gen, dtype=torch.float64).to(dtype))
+        for s in SHAPES
+    ]
 
 
 def build(kind: str, options: dict, params: list[torch.nn.Parameter], fused: bool | None):
@@ -73,14 +75,17 @@ def set_grads(params, k: int) -> None:
 
 
 def run_reference(kind: str, options: dict, steps: int) -> list[np.ndarray]:
-    params = {i: p.detach().double().flatten().numpy().copy() for i, p in
-              enumerate(initial_params(torch.float64))}
+    params = {
+        i: p.detach().double().flatten().numpy().copy()
+        for i, p in enumerate(initial_params(torch.float64))
+    }
     groups = reference_groups(kind, options)
     members = [[0, 1], [2]]
     step_fn = ref.sgd_step if kind == "sgd" else ref.adam_step
     for k in range(steps):
-        grads = {i: ref.quadratic_grad(params[i], k, i) if ref.has_grad(k, i) else None
-                 for i in params}
+        grads = {
+            i: ref.quadratic_grad(params[i], k, i) if ref.has_grad(k, i) else None for i in params
+        }
         for group, idx in zip(groups, members, strict=True):
             sub = {i: params[i] for i in idx}
             step_fn(group, k, sub, {i: grads[i] for i in idx})
@@ -99,12 +104,15 @@ def run_optimizer(kind, options, dtype, fused, steps=STEPS):
     return [p.detach().double().flatten().numpy() for p in params], opt
 
 
-ALL = [("sgd", n, o) for n, o in SGD_CONFIGS.items()] + [("adam", n, o) for n, o in ADAM_CONFIGS.items()]
+ALL = [("sgd", n, o) for n, o in SGD_CONFIGS.items()] + [
+    ("adam", n, o) for n, o in ADAM_CONFIGS.items()
+]
 
 
 @pytest.mark.parametrize("fused", [False, True], ids=["loop", "fused"])
-@pytest.mark.parametrize(("dtype", "tol"), [(torch.float64, 1e-11), (torch.float32, 2e-5)],
-                         ids=["f64", "f32"])
+@pytest.mark.parametrize(
+    ("dtype", "tol"), [(torch.float64, 1e-11), (torch.float32, 2e-5)], ids=["f64", "f32"]
+)
 @pytest.mark.parametrize(("kind", "name", "options"), ALL, ids=[n for _, n, _ in ALL])
 def test_matches_float64_reference(kind, name, options, dtype, tol, fused):
     expected = run_reference(kind, options, STEPS)
@@ -139,24 +147,41 @@ def assert_bitwise(a, b):
         assert torch.equal(x, y)
 
 
-SGD_OPTIONS = [{}, {"nesterov": True}, {"dampening": 0.5, "weight_decay": 1e-2},
-               {"maximize": True, "weight_decay": 1e-3}]
+SGD_OPTIONS = [
+    {},
+    {"nesterov": True},
+    {"dampening": 0.5, "weight_decay": 1e-2},
+    {"maximize": True, "weight_decay": 1e-3},
+]
 
 
 @pytest.mark.parametrize("options", SGD_OPTIONS, ids=["plain", "nesterov", "damp-wd", "max"])
-@pytest.mark.parametrize(("fused", "torch_impl"), [(False, {"foreach": False}),
-                                                    (True, {"fused": True})], ids=["loop", "fused"])
+@pytest.mark.parametrize(
+    ("fused", "torch_impl"),
+    [(False, {"foreach": False}), (True, {"fused": True})],
+    ids=["loop", "fused"],
+)
 def test_constant_schedule_is_torch_sgd(options, fused, torch_impl):
-    ours, _ = train(lambda p: DemonSGD(p, lr=0.05, momentum=0.9, total_steps=100,
-                                       schedule="constant", fused=fused, **options))
+    ours, _ = train(
+        lambda p: DemonSGD(
+            p, lr=0.05, momentum=0.9, total_steps=100, schedule="constant", fused=fused, **options
+        )
+    )
     theirs, _ = train(lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9, **torch_impl, **options))
     assert_bitwise(ours, theirs)
 
 
 def test_constant_damped_demon_adam_is_torch_adam():
     def ours(fused):
-        return lambda p: DemonAdam(p, lr=3e-3, total_steps=50, damped=True, schedule="constant",
-                                   weight_decay=1e-2, fused=fused)
+        return lambda p: DemonAdam(
+            p,
+            lr=3e-3,
+            total_steps=50,
+            damped=True,
+            schedule="constant",
+            weight_decay=1e-2,
+            fused=fused,
+        )
 
     theirs, _ = train(lambda p: torch.optim.Adam(p, lr=3e-3, weight_decay=1e-2, foreach=False))
     loop, _ = train(ours(False))
@@ -168,8 +193,11 @@ def test_constant_damped_demon_adam_is_torch_adam():
 
 
 def test_constant_decoupled_damped_is_torch_adamw():
-    ours, _ = train(lambda p: DemonAdamW(p, lr=3e-3, total_steps=50, damped=True,
-                                         schedule="constant", fused=False))
+    ours, _ = train(
+        lambda p: DemonAdamW(
+            p, lr=3e-3, total_steps=50, damped=True, schedule="constant", fused=False
+        )
+    )
     theirs, _ = train(lambda p: torch.optim.AdamW(p, lr=3e-3, foreach=False))
     assert_bitwise(ours, theirs)
 
@@ -223,7 +251,7 @@ def test_save_load_continue_is_uninterrupted(kind, name, options, fused):
 def test_counter_advances_once_per_step_whatever_the_groups():
     params = initial_params(torch.float32)
     opt = DemonSGD([{"params": [p]} for p in params], lr=0.1, total_steps=10)
-    for k in range(4):
+    for _k in range(4):
         params[0].grad = torch.ones_like(params[0])  # the other groups have no gradient
         opt.step()
     assert [g["schedule_step"] for g in opt.param_groups] == [4, 4, 4]
@@ -315,8 +343,11 @@ BAD = [  # (class, arguments, the field the message must start with, the value i
 ]
 
 
-@pytest.mark.parametrize(("cls", "kwargs", "field", "shown"), BAD,
-                         ids=[f"{c.__name__}-{f}-{i}" for i, (c, _, f, _) in enumerate(BAD)])
+@pytest.mark.parametrize(
+    ("cls", "kwargs", "field", "shown"),
+    BAD,
+    ids=[f"{c.__name__}-{f}-{i}" for i, (c, _, f, _) in enumerate(BAD)],
+)
 def test_bad_hyperparameters_name_the_argument_and_value(cls, kwargs, field, shown):
     with pytest.raises(ValueError) as info:
         cls([torch.nn.Parameter(torch.zeros(1))], **{"total_steps": 10, **kwargs})

@@ -42,8 +42,9 @@ def test_demon_on_torch_sgd_is_demon_sgd(nesterov):
     assert_bitwise(ours, [p.detach() for p in params])
 
 
-@pytest.mark.parametrize("cls", [torch.optim.Adam, torch.optim.AdamW, torch.optim.NAdam,
-                                 torch.optim.RAdam])
+@pytest.mark.parametrize(
+    "cls", [torch.optim.Adam, torch.optim.AdamW, torch.optim.NAdam, torch.optim.RAdam]
+)
 def test_adam_family_moves_only_betas0(cls):
     p = torch.nn.Parameter(torch.zeros(3))
     opt = cls([p], lr=1e-3, betas=(0.9, 0.995))
@@ -71,8 +72,9 @@ def test_tensor_betas_are_filled_in_place():
 
 def test_per_group_beta_init_and_total_steps():
     a, b = torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))
-    opt = torch.optim.SGD([{"params": [a], "momentum": 0.9}, {"params": [b], "momentum": 0.5}],
-                          lr=0.1)
+    opt = torch.optim.SGD(
+        [{"params": [a], "momentum": 0.9}, {"params": [b], "momentum": 0.5}], lr=0.1
+    )
     sched = MomentumScheduler(opt, "demon", total_steps=[10, 20])
     for _ in range(5):
         sched.step()
@@ -162,8 +164,11 @@ def test_explicit_key():
 
 @pytest.mark.parametrize(
     ("kwargs", "field"),
-    [({"total_steps": 0}, "total_steps"), ({"total_steps": [5, 5]}, "total_steps"),
-     ({"total_steps": 5, "schedule": "nope"}, "schedule")],
+    [
+        ({"total_steps": 0}, "total_steps"),
+        ({"total_steps": [5, 5]}, "total_steps"),
+        ({"total_steps": 5, "schedule": "nope"}, "schedule"),
+    ],
 )
 def test_bad_arguments(kwargs, field):
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1, momentum=0.9)

@@ -39,7 +39,7 @@ KNOWN_KEYS = ("betas", "momentum")
 
 
 def _resolve_key(optimizer: Optimizer, group: dict[str, Any], key: str | None) -> str:
-    """Which group entry holds the momentum: ``key``, the optimizer's declared key, or a known one."""
+    """The group entry holding the momentum: ``key``, the optimizer's declared key, a known one."""
     key = key or getattr(optimizer, "momentum_key", None)
     if key is not None:
         if key not in group:

@@ -303,6 +303,8 @@ def curve(
     total = check_total_steps(total_steps)
     ks = np.arange(total + 1) if steps is None else np.asarray(steps)
     if ks.ndim != 1 or not np.issubdtype(ks.dtype, np.integer):
-        raise ConfigError(f"steps: got an array of {ks.dtype} with shape {ks.shape}; "
-                          "allowed: a 1-d sequence of integers >= 0")
+        raise ConfigError(
+            f"steps: got an array of {ks.dtype} with shape {ks.shape}; "
+            "allowed: a 1-d sequence of integers >= 0"
+        )
     return np.fromiter((fn(int(k), total, init) for k in ks), dtype=np.float64, count=len(ks))

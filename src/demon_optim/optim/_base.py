@@ -79,7 +79,7 @@ class ScheduledMomentumOptimizer(Optimizer):
         check_schedule(group["schedule"], group["delay"])
         schedules.check_step(group[STEP_KEY], STEP_KEY)
 
-    def add_param_group(self, param_group: dict[str, Any]) -> None:  # noqa: D102
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
         param_group.setdefault(STEP_KEY, 0)
         super().add_param_group(param_group)
         self._validate_group(self.param_groups[-1])

@@ -150,8 +150,9 @@ def demon_sgd(
     gradient) is replaced by its new buffer.
     """
     if fused and not isinstance(beta, Tensor) and beta != 0 and not isinstance(lr, Tensor):
-        _fused_sgd(params, grads, momentum_buffers, lr, beta, dampening, weight_decay,
-                   nesterov, maximize)
+        _fused_sgd(
+            params, grads, momentum_buffers, lr, beta, dampening, weight_decay, nesterov, maximize
+        )
         return
     # The for-loop path: torch's single-tensor SGD without its `momentum != 0` shortcut, so
     # a momentum that reaches 0 still refreshes the buffer as the equations say.

@@ -160,18 +160,28 @@ class ScheduledMomentumOptimizer(Optimizer):
         raise NotImplementedError
 
 
-def use_fused(fused: bool | None, params: list[torch.Tensor]) -> bool:
-    """Whether torch's fused kernels can take these tensors (CPU or CUDA, real floats, dense)."""
+def _is_dtensor(tensor: torch.Tensor) -> bool:
+    return type(tensor).__name__ == "DTensor"  # without importing torch.distributed
+
+
+def use_fused(fused: bool | None, params: list[torch.Tensor], dtensor_ok: bool = True) -> bool:
+    """Whether torch's fused kernels can take these tensors (CPU or CUDA, real floats, dense).
+
+    ``dtensor_ok``: whether the kernel has a DTensor sharding rule (FSDP2 parameters);
+    torch 2.13 has one for fused Adam but not for fused SGD.
+    """
     if fused is False:
         return False
     ok = all(
         p.device.type in ("cpu", "cuda")
         and p.dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64)
         and not p.is_sparse
+        and (dtensor_ok or not _is_dtensor(p))
         for p in params
     )
     if fused and not ok:
-        raise invalid("fused", fused, "True only for dense float tensors on CPU or CUDA")
+        allowed = "True only for dense float tensors on CPU or CUDA"
+        raise invalid("fused", fused, allowed + ("" if dtensor_ok else ", not DTensors"))
     return ok
 
 

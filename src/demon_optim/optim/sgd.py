@@ -105,7 +105,7 @@ class DemonSGD(ScheduledMomentumOptimizer):
                 f"True with momentum={group['momentum']}, dampening={group['dampening']}",
                 "nesterov=True only with momentum > 0 and dampening = 0",
             )
-        use_fused(group["fused"], group["params"])
+        use_fused(group["fused"], group["params"], dtensor_ok=False)
 
     def _update_group(self, group: dict[str, Any], beta: Any, compiling: bool) -> None:
         params, grads, buffers = [], [], []
@@ -125,7 +125,7 @@ class DemonSGD(ScheduledMomentumOptimizer):
             weight_decay=group["weight_decay"],
             nesterov=group["nesterov"],
             maximize=group["maximize"],
-            fused=False if compiling else use_fused(group["fused"], params),
+            fused=False if compiling else use_fused(group["fused"], params, dtensor_ok=False),
         )
         for p, buf in zip(params, buffers, strict=True):
             self.state[p]["momentum_buffer"] = buf

@@ -1,1 +1,31 @@
 """The study harness: tasks, methods, trials, executors and the results store."""
+
+# Public names of the harness, imported on first use (PEP 562) so that importing one part
+# (e.g. the task registry in a worker) does not import all of them.
+_EXPORTS = {
+    "Study": "spec",
+    "TrialSpec": "spec",
+    "load_study": "spec",
+    "expand": "spec",
+    "Method": "methods",
+    "get_method": "methods",
+    "list_methods": "methods",
+    "method_names": "methods",
+    "TrialResult": "trial",
+    "run_trial": "trial",
+    "ResultStore": "store",
+    "Executor": "executors",
+    "LocalExecutor": "executors",
+    "run_study": "executors",
+    "summarize": "results",
+    "to_markdown": "results",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> object:
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

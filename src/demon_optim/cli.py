@@ -1,0 +1,193 @@
+"""The ``demon-optim`` command: parses arguments, calls the library, prints.
+
+Exit codes: 0 success; 1 some trials failed (they are re-run next time); 2 a usage or
+configuration error (printed without a traceback); 130 interrupted by Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import sys
+from collections.abc import Sequence
+
+from demon_optim.errors import ConfigError
+
+EXIT_FAILED_TRIALS = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    from demon_optim.study.presets import preset_names
+
+    parser = argparse.ArgumentParser(
+        prog="demon-optim",
+        description="Demon momentum decay: run and export optimizer studies.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser(
+        "run",
+        help="run a study (resumes: finished trials in the store are skipped)",
+        description="Run a study and print its results table per task.",
+    )
+    run.add_argument(
+        "study",
+        metavar="PRESET|STUDY.toml",
+        help=f"a preset ({', '.join(preset_names())}) or a study file (see docs/study.md)",
+    )
+    run.add_argument(
+        "--store", type=pathlib.Path, help="results store (default: runs/<study>.sqlite)"
+    )
+    run.add_argument("--workers", type=int, help="worker processes (default: one per CPU core)")
+    run.add_argument("--no-progress", action="store_true", help="do not draw the progress bar")
+
+    export = commands.add_parser("export", help="write a store's trials as CSV")
+    export.add_argument("--store", type=pathlib.Path, required=True, help="results store")
+    export.add_argument("--out", type=pathlib.Path, required=True, help="CSV file to write")
+
+    commands.add_parser("tasks", help="list the tasks")
+    commands.add_parser("methods", help="list the methods and their default grids")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``demon-optim`` and ``python -m demon_optim``; returns the exit code."""
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "run":
+            return _run(args)
+        if args.command == "export":
+            return _export(args)
+        if args.command == "tasks":
+            return _tasks()
+        return _methods()
+    except ConfigError as error:
+        print(f"demon-optim: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("demon-optim: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _run(args: argparse.Namespace) -> int:
+    from demon_optim.study.executors import LocalExecutor, run_study
+    from demon_optim.study.results import summarize, to_markdown
+    from demon_optim.study.spec import expand, load_study
+    from demon_optim.study.store import ResultStore
+
+    study = load_study(args.study)
+    specs = expand(study)
+    store_path = args.store or pathlib.Path("runs") / f"{study.name}.sqlite"
+    executor = LocalExecutor(args.workers)
+    with ResultStore(store_path) as store:
+        pending = len(store.pending(specs))
+        print(
+            f"study {study.name}: {len(specs)} trials, {len(specs) - pending} already in "
+            f"{store_path}; running {pending} on {executor.workers} worker(s)",
+            file=sys.stderr,
+        )
+        report = run_study(specs, store, executor, progress=not args.no_progress)
+        rows = store.rows(spec.trial_id for spec in specs)
+
+    statuses = [row["status"] for row in rows]
+    counts = ", ".join(f"{statuses.count(s)} {s}" for s in ("done", "diverged", "failed"))
+    if report.interrupted:
+        print(
+            f"\nInterrupted: {report.written} results of this run are saved; {len(rows)} of "
+            f"{len(specs)} trials are in {store_path} ({counts}). Run the same command again "
+            "to resume.",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+
+    tables = to_markdown(summarize(specs, rows))
+    markdown_path = store_path.parent / f"{study.name}.md"
+    markdown_path.write_text(
+        f"# Study {study.name}\n\n"
+        f"{len(specs)} trials ({counts}); store `{store_path}`. Selection: per method, the "
+        "configuration with the best mean validation metric over seeds; reported: its test "
+        "metric, mean ± sample std over seeds.\n\n" + tables,
+        encoding="utf-8",
+    )
+    print(tables)
+    print(
+        f"{len(specs)} trials ({counts}); this run: {report.written} in "
+        f"{report.wall_time_s:.1f} s. Table written to {markdown_path}",
+        file=sys.stderr,
+    )
+    failed = [row for row in rows if row["status"] == "failed"]
+    if failed:
+        _print_failures(failed)
+        return EXIT_FAILED_TRIALS
+    return 0
+
+
+def _print_failures(failed: list[dict]) -> None:
+    by_error: dict[str, list[dict]] = {}
+    for row in failed:
+        first_line = (row["error"] or "unknown error").splitlines()[0]
+        by_error.setdefault(first_line, []).append(row)
+    print(
+        f"\n{len(failed)} trials failed (they run again on the next `demon-optim run` of this "
+        "study; tracebacks are in the store's `traceback` column):",
+        file=sys.stderr,
+    )
+    for error, rows in by_error.items():
+        first = rows[0]
+        config = ", ".join(f"{k}={v}" for k, v in first["hyperparameters"].items())
+        print(
+            f"  {error}\n    {len(rows)} trial(s), e.g. {first['task']} {first['method']} "
+            f"[{config}] seed {first['seed']} (trial {first['trial_id'][:12]})",
+            file=sys.stderr,
+        )
+
+
+def _export(args: argparse.Namespace) -> int:
+    from demon_optim.study.store import ResultStore
+
+    with ResultStore(args.store, readonly=True) as store:
+        count = store.export_csv(args.out)
+    print(f"wrote {count} trials to {args.out}", file=sys.stderr)
+    return 0
+
+
+def _tasks() -> int:
+    from demon_optim.study.tasks import list_tasks
+
+    rows = [
+        (
+            task.name,
+            f"{task.metric} ({'higher' if task.higher_is_better else 'lower'} is better)",
+            f"batch {task.batch_size}, {task.epochs} epochs",
+            task.summary,
+        )
+        for task in list_tasks()
+    ]
+    _print_columns(("task", "metric", "defaults", "summary"), rows)
+    return 0
+
+
+def _methods() -> int:
+    from demon_optim.study.methods import format_value, list_methods
+
+    for method in list_methods():
+        reference = "  (reference, outside the ranking)" if method.reference else ""
+        print(
+            f"{method.name:22} {method.family:5} lr: {method.lr_schedule:12} "
+            f"momentum: {method.momentum_schedule}{reference}"
+        )
+        grid = "  ".join(
+            f"{name}=[{', '.join(format_value(v) for v in values)}]"
+            for name, values in method.default_grid().items()
+        )
+        print(f"{'':22} {grid}")
+    return 0
+
+
+def _print_columns(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    widths = [max(len(str(r[i])) for r in (header, *rows)) for i in range(len(header) - 1)]
+    for row in (header, *rows):
+        cells = [str(c).ljust(w) for c, w in zip(row, widths, strict=False)]
+        print("  ".join([*cells, str(row[-1])]))

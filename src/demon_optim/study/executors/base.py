@@ -1,0 +1,99 @@
+"""What an executor is, and the one function every executor runs per trial.
+
+An executor takes trial specs and yields their results in completion order::
+
+    class Executor(Protocol):
+        workers: int
+        def map_unordered(self, specs: Sequence[TrialSpec]) -> Iterator[TrialResult]: ...
+
+It never writes to the store: the driver (:func:`demon_optim.study.executors.run_study`)
+does, one transaction per result, from its own process. If the driver stops iterating
+(Ctrl-C, an error, ``close()`` of the generator), ``map_unordered`` must stop its workers
+before returning. Each worker runs :func:`execute` and keeps its data between trials (tasks
+cache loaded data per process and ``data_key``). A distributed executor (Ray: one remote task
+or actor per worker calling :func:`execute`) implements the same two members.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import pathlib
+import signal
+import threading
+import time
+import traceback
+from collections.abc import Iterator, Sequence
+from typing import Protocol, runtime_checkable
+
+import torch
+
+from demon_optim.study.spec import TrialSpec
+from demon_optim.study.tasks import get_task
+from demon_optim.study.trial import TrialResult, run_trial, versions
+
+
+@runtime_checkable
+class Executor(Protocol):
+    """Runs trials somewhere and yields their results as they finish."""
+
+    workers: int
+
+    def map_unordered(self, specs: Sequence[TrialSpec]) -> Iterator[TrialResult]:
+        """Yield one result per spec, in completion order; stop all work when closed."""
+        ...
+
+
+def setup_worker() -> None:
+    """Per-process set-up of a worker: one torch thread (workers are the parallelism)."""
+    torch.set_num_threads(1)
+
+
+def execute(spec: TrialSpec) -> TrialResult:
+    """Run one trial in this process: load (or reuse) the task's data, then train.
+
+    Never raises for a trial's own problems: a missing data set or a crash is a result with
+    status ``failed``.
+    """
+    started_at = time.time()
+    try:
+        task = get_task(spec.task)
+        data_dir = None if spec.data_dir is None else pathlib.Path(spec.data_dir)
+        data = task.load_data(data_dir)
+    except Exception as exc:
+        return failed_result(
+            spec, f"{type(exc).__name__}: {exc}", traceback.format_exc(), started_at
+        )
+    return run_trial(spec, data, task)
+
+
+def failed_result(
+    spec: TrialSpec, error: str, tb: str | None = None, started_at: float | None = None
+) -> TrialResult:
+    """A result with status ``failed`` (for errors outside the training loop)."""
+    now = time.time()
+    return TrialResult(
+        spec=spec,
+        status="failed",
+        started_at=now if started_at is None else started_at,
+        wall_time_s=0.0 if started_at is None else now - started_at,
+        versions=versions(),
+        error=error,
+        traceback=tb,
+    )
+
+
+@contextlib.contextmanager
+def sigint_ignored() -> Iterator[None]:
+    """Ignore SIGINT inside the block (main thread only; elsewhere a no-op).
+
+    Workers started inside it inherit SIG_IGN, so Ctrl-C in a terminal reaches only the
+    driver; the driver also uses it while it cleans up after a Ctrl-C.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler if previous is None else previous)

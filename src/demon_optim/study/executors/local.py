@@ -1,0 +1,191 @@
+"""Run trials on this machine: N worker processes, or in this process when N = 1.
+
+Each worker is a ``spawn``-ed process (no fork: torch's thread pools do not survive it) with
+one torch thread, that ignores SIGINT (Ctrl-C is the driver's to handle) and runs
+:func:`~demon_optim.study.executors.base.execute` on one spec at a time, keeping loaded
+data between trials. The driver hands each idle worker the next spec over the worker's own
+pipe, so it always knows which trial each worker runs: a worker that dies (killed, out of
+memory) yields a ``failed`` result for its trial and is replaced, instead of hanging the
+study. Workers exit on their own when the driver process disappears.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+from collections import deque
+from collections.abc import Iterator, Sequence
+from multiprocessing.context import BaseContext
+
+import torch
+
+from demon_optim.errors import invalid
+from demon_optim.study.executors.base import (
+    execute,
+    failed_result,
+    setup_worker,
+    sigint_ignored,
+)
+from demon_optim.study.spec import TrialSpec
+from demon_optim.study.trial import TrialResult
+
+
+def default_workers() -> int:
+    """One worker per CPU core available to this process."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not on Linux
+        return os.cpu_count() or 1
+
+
+class LocalExecutor:
+    """A process pool of ``workers`` processes (default: one per core).
+
+    ``in_process`` (default: ``workers == 1``) runs trials in the calling process instead,
+    with one torch thread: no start-up cost, and monkeypatching works in tests.
+    """
+
+    def __init__(
+        self,
+        workers: int | None = None,
+        *,
+        in_process: bool | None = None,
+        start_method: str = "spawn",
+    ) -> None:
+        if workers is None:
+            workers = default_workers()
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise invalid("workers", workers, "integers >= 1")
+        self.workers = workers
+        self.in_process = workers == 1 if in_process is None else in_process
+        self.start_method = start_method
+
+    def map_unordered(self, specs: Sequence[TrialSpec]) -> Iterator[TrialResult]:
+        """Yield each spec's result as it finishes; closing the generator stops the workers."""
+        if self.in_process:
+            return self._run_here(specs)
+        return self._run_pool(specs)
+
+    def _run_here(self, specs: Sequence[TrialSpec]) -> Iterator[TrialResult]:
+        threads = torch.get_num_threads()
+        setup_worker()
+        try:
+            for spec in specs:
+                yield execute(spec)
+        finally:
+            torch.set_num_threads(threads)
+
+    def _run_pool(self, specs: Sequence[TrialSpec]) -> Iterator[TrialResult]:
+        todo = deque(specs)
+        context = multiprocessing.get_context(self.start_method)
+        workers: list[_Worker] = []
+        finished = False
+        try:
+            with sigint_ignored():  # children inherit SIG_IGN across spawn's exec
+                workers = [_Worker(context) for _ in range(min(self.workers, len(todo)))]
+            for worker in workers:
+                worker.assign(todo.popleft())
+            while busy := [w for w in workers if w.current is not None]:
+                waiting = {}
+                for worker in busy:
+                    waiting[worker.connection] = worker
+                    waiting[worker.process.sentinel] = worker
+                ready = multiprocessing.connection.wait(list(waiting))
+                for worker in {waiting[r] for r in ready}:
+                    result = worker.collect()
+                    if not worker.process.is_alive() and worker.current is None and todo:
+                        with sigint_ignored():
+                            worker.restart(context)
+                    if todo and worker.current is None:
+                        worker.assign(todo.popleft())
+                    if result is not None:
+                        yield result
+            finished = True
+        finally:
+            if finished:  # all idle: ask every worker to exit, then wait for them together
+                for worker in workers:
+                    worker.release()
+            for worker in workers:
+                worker.stop(wait=finished)
+
+
+class _Worker:
+    """One worker process and the driver's end of its pipe."""
+
+    def __init__(self, context: BaseContext) -> None:
+        self.current: TrialSpec | None = None
+        self.restart(context)
+
+    def restart(self, context: BaseContext) -> None:
+        self.connection, child_end = context.Pipe()
+        self.process = context.Process(target=_worker_main, args=(child_end,), daemon=True)
+        self.process.start()
+        child_end.close()
+
+    def assign(self, spec: TrialSpec) -> None:
+        self.current = spec
+        with contextlib.suppress(OSError):  # a dead worker: collect() reports its trial
+            self.connection.send(spec)
+
+    def collect(self) -> TrialResult | None:
+        """The finished trial's result; a failed result if the process died running it."""
+        spec = self.current
+        if spec is None:
+            return None
+        try:
+            if self.connection.poll():
+                result = self.connection.recv()
+                self.current = None
+                return result
+        except (EOFError, OSError):
+            pass
+        if self.process.is_alive():
+            return None  # woken by something else; keep waiting
+        self.process.join()
+        self.current = None
+        return failed_result(
+            spec,
+            f"WorkerDied: the worker process running this trial exited with code "
+            f"{self.process.exitcode} (killed, or out of memory?)",
+        )
+
+    def release(self) -> None:
+        """Ask an idle worker to exit."""
+        with contextlib.suppress(OSError):
+            self.connection.send(None)
+
+    def stop(self, wait: bool) -> None:
+        """End the process: wait briefly for it to exit if released, else terminate it."""
+        if wait:
+            self.process.join(timeout=10)
+        if self.process.is_alive():
+            self.process.terminate()
+            self.process.join(timeout=10)
+        if self.process.is_alive():  # pragma: no cover - a worker stuck in C code
+            self.process.kill()
+            self.process.join()
+        self.connection.close()
+
+
+def _worker_main(connection: multiprocessing.connection.Connection) -> None:
+    """A worker's loop: receive a spec, send back its result; None (or no driver) ends it."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    setup_worker()
+    driver = multiprocessing.parent_process()
+    while True:
+        if not connection.poll(1.0):
+            if driver is not None and not driver.is_alive():
+                return
+            continue
+        try:
+            spec = connection.recv()
+        except (EOFError, OSError):
+            return
+        if spec is None:
+            # Every result has been sent (send() returns once written) and nothing else needs
+            # flushing: skip the interpreter's slow teardown of torch.
+            os._exit(0)
+        connection.send(execute(spec))

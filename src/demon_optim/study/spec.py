@@ -1,0 +1,298 @@
+"""A study as data: parse and validate a TOML file or a named preset, expand it into trials.
+
+A study is tasks x epoch budgets x methods x each method's hyperparameter grid x seeds. Its
+format (see ``docs/study.md``)::
+
+    name = "my-study"                 # optional; default: the file's stem
+    tasks = ["mnist1d-mlp"]
+    methods = ["sgdm", "demon-sgdm"]
+    seeds = [0, 1]
+    epochs = 20                       # optional: an int or a list (budgets); default: task's
+    batch_size = 100                  # optional; default: the task's
+    data_dir = "data"                 # optional; relative to the study file
+
+    [grid.sgdm]                       # optional: replaces the method's default grid per name
+    lr = [0.03, 0.1]
+    momentum = 0.9
+
+:func:`expand` turns a :class:`Study` into :class:`TrialSpec` records. A trial spec is frozen
+and JSON-serialisable; its id is the sha256 of its canonical JSON (task, method,
+hyperparameters, seed, epochs, batch size and :data:`PROTOCOL_VERSION`), so the same trial in
+two studies is the same row of a store.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import pathlib
+import re
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from demon_optim.errors import ConfigError, invalid
+from demon_optim.study.methods import Value, get_method, method_names
+from demon_optim.study.presets import preset_names, preset_text
+from demon_optim.study.tasks import get_task, task_names
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+PROTOCOL_VERSION = 1
+"""Bump when a trial's meaning changes (training loop, splits, metric): old ids stop matching,
+so a store never mixes results of two protocols under one id."""
+
+KEYS = (
+    "name",
+    "description",
+    "tasks",
+    "methods",
+    "seeds",
+    "epochs",
+    "batch_size",
+    "data_dir",
+    "grid",
+)
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    """One trial: everything that determines its result, plus where its data lives.
+
+    ``hyperparameters`` is a tuple of (name, value) pairs in the method's declaration order;
+    ``data_dir`` is not part of the id (the same data elsewhere is the same trial).
+    """
+
+    task: str
+    method: str
+    hyperparameters: tuple[tuple[str, Value], ...]
+    seed: int
+    epochs: int
+    batch_size: int
+    protocol: int = PROTOCOL_VERSION
+    data_dir: str | None = field(default=None, compare=False)
+
+    @property
+    def config(self) -> dict[str, Value]:
+        """The hyperparameters as a dict."""
+        return dict(self.hyperparameters)
+
+    def identity(self) -> dict[str, Any]:
+        """The JSON object hashed into the trial id (tuples become lists)."""
+        return {
+            "protocol": self.protocol,
+            "task": self.task,
+            "method": self.method,
+            "hyperparameters": {k: _jsonable(v) for k, v in self.hyperparameters},
+            "seed": self.seed,
+            "epochs": self.epochs,
+            "batch_size": self.batch_size,
+        }
+
+    @functools.cached_property
+    def trial_id(self) -> str:
+        """sha256 (hex) of the canonical JSON of :meth:`identity`."""
+        canonical = json.dumps(self.identity(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.identity(), "data_dir": self.data_dir}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> TrialSpec:
+        method = get_method(data["method"])
+        config = method.check_config(data["hyperparameters"])
+        return cls(
+            task=data["task"],
+            method=data["method"],
+            hyperparameters=tuple(config.items()),
+            seed=int(data["seed"]),
+            epochs=int(data["epochs"]),
+            batch_size=int(data["batch_size"]),
+            protocol=int(data["protocol"]),
+            data_dir=data.get("data_dir"),
+        )
+
+    def label(self) -> str:
+        """Short human-readable description, e.g. for error summaries."""
+        config = ", ".join(f"{k}={_jsonable(v)}" for k, v in self.hyperparameters)
+        return f"{self.task} {self.method} [{config}] seed {self.seed}, {self.epochs} epochs"
+
+
+def _jsonable(value: Value) -> float | list[float]:
+    return list(value) if isinstance(value, tuple) else value
+
+
+@dataclass(frozen=True)
+class Study:
+    """A validated study. ``epochs`` empty: each task's default budget."""
+
+    name: str
+    tasks: tuple[str, ...]
+    methods: tuple[str, ...]
+    seeds: tuple[int, ...]
+    epochs: tuple[int, ...] = ()
+    batch_size: int | None = None
+    data_dir: str | None = None
+    grids: Mapping[str, Mapping[str, tuple[Value, ...]]] = field(default_factory=dict)
+    description: str = ""
+
+
+# --- parsing ------------------------------------------------------------------------------
+
+
+def load_study(source: str | pathlib.Path) -> Study:
+    """A study from a preset name (``quick``, ``smoke``, ...) or a path to a TOML file."""
+    text = str(source)
+    if text in preset_names():
+        return parse_study(_parse_toml(preset_text(text), f"preset {text!r}"), default_name=text)
+    path = pathlib.Path(source)
+    if not path.is_file():
+        raise invalid(
+            "study", text, [*preset_names(), "or the path of an existing .toml study file"]
+        )
+    try:
+        raw_text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"study: cannot read {text!r}: {error}") from None
+    data = _parse_toml(raw_text, str(path))
+    return parse_study(data, default_name=path.stem, base_dir=path.parent)
+
+
+def _parse_toml(text: str, where: str) -> dict[str, Any]:
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"study: {where} is not valid TOML: {error}") from None
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _str_list(data: Mapping[str, Any], key: str, choices: list[str]) -> tuple[str, ...]:
+    raw = data.get(key)
+    if raw is None:
+        raise ConfigError(f"{key}: missing; allowed: a list of names from {', '.join(choices)}")
+    if not isinstance(raw, list) or not raw:
+        raise invalid(key, raw, f"a non-empty list of names from {', '.join(choices)}")
+    for i, name in enumerate(raw):
+        if name not in choices:
+            raise invalid(f"{key}[{i}]", name, choices)
+    if len(set(raw)) != len(raw):
+        raise invalid(key, raw, "lists without repeated names")
+    return tuple(raw)
+
+
+def _int_list(raw: object, key: str, minimum: int, allowed: str) -> tuple[int, ...]:
+    values = raw if isinstance(raw, list) else [raw]
+    if not values:
+        raise invalid(key, raw, allowed)
+    for i, value in enumerate(values):
+        where = f"{key}[{i}]" if isinstance(raw, list) else key
+        if not _is_int(value) or value < minimum:
+            raise invalid(where, value, allowed)
+    if len(set(values)) != len(values):
+        raise invalid(key, raw, "lists without repeated values")
+    return tuple(values)
+
+
+def parse_study(
+    data: Mapping[str, Any], default_name: str = "study", base_dir: pathlib.Path | None = None
+) -> Study:
+    """Validate a parsed TOML document; every error names the field and the value."""
+    if not isinstance(data, Mapping):
+        raise invalid("study", data, "a TOML table")
+    for key in data:
+        if key not in KEYS:
+            raise invalid("study", key, KEYS)
+
+    name = data.get("name", default_name)
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise invalid("name", name, "letters, digits, '.', '_' and '-' (used in file names)")
+    description = data.get("description", "")
+    if not isinstance(description, str):
+        raise invalid("description", description, "a string")
+
+    tasks = _str_list(data, "tasks", task_names())
+    methods = _str_list(data, "methods", method_names())
+    if "seeds" not in data:
+        raise ConfigError("seeds: missing; allowed: a list of non-negative integers, e.g. [0, 1]")
+    if not isinstance(data["seeds"], list):
+        raise invalid("seeds", data["seeds"], "a list of non-negative integers, e.g. [0, 1]")
+    seeds = _int_list(data["seeds"], "seeds", 0, "non-negative integers")
+    epochs = ()
+    if "epochs" in data:
+        epochs = _int_list(data["epochs"], "epochs", 1, "positive integers (or a list of them)")
+    batch_size = data.get("batch_size")
+    if batch_size is not None and (not _is_int(batch_size) or batch_size < 1):
+        raise invalid("batch_size", batch_size, "positive integers")
+
+    data_dir = data.get("data_dir")
+    if data_dir is not None:
+        if not isinstance(data_dir, str) or not data_dir:
+            raise invalid("data_dir", data_dir, "a path (string)")
+        path = pathlib.Path(data_dir).expanduser()
+        if not path.is_absolute() and base_dir is not None:
+            path = base_dir / path
+        data_dir = str(path.resolve())
+
+    grids = _parse_grids(data.get("grid", {}), methods)
+    return Study(
+        name=name,
+        tasks=tasks,
+        methods=methods,
+        seeds=seeds,
+        epochs=epochs,
+        batch_size=batch_size,
+        data_dir=data_dir,
+        grids=grids,
+        description=description,
+    )
+
+
+def _parse_grids(raw: object, methods: tuple[str, ...]) -> dict[str, dict[str, tuple[Value, ...]]]:
+    if not isinstance(raw, Mapping):
+        raise invalid("grid", raw, "a table of [grid.<method>] tables")
+    grids = {}
+    for method_name, overrides in raw.items():
+        if method_name not in methods:
+            raise invalid("grid", method_name, [f"{m} (the study's methods)" for m in methods])
+        if not isinstance(overrides, Mapping):
+            raise invalid(f"grid.{method_name}", overrides, "a table of hyperparameter = values")
+        method = get_method(method_name)
+        grids[method_name] = method.check_grid(overrides, f"grid.{method_name}")
+    return grids
+
+
+# --- expansion ----------------------------------------------------------------------------
+
+
+def expand(study: Study) -> list[TrialSpec]:
+    """Every trial of the study, in a fixed order: task, budget, method, configuration, seed."""
+    specs: dict[str, TrialSpec] = {}
+    for task_name in study.tasks:
+        task = get_task(task_name)
+        batch_size = study.batch_size or task.batch_size
+        for epochs in study.epochs or (task.epochs,):
+            for method_name in study.methods:
+                method = get_method(method_name)
+                for config in method.grid(study.grids.get(method_name)):
+                    for seed in study.seeds:
+                        spec = TrialSpec(
+                            task=task_name,
+                            method=method_name,
+                            hyperparameters=tuple(config.items()),
+                            seed=seed,
+                            epochs=epochs,
+                            batch_size=batch_size,
+                            data_dir=study.data_dir,
+                        )
+                        specs.setdefault(spec.trial_id, spec)
+    return list(specs.values())

@@ -1,0 +1,168 @@
+"""Run one trial: seed, build the model and the method, train, evaluate, return a record.
+
+The training loop is the only one in the harness and is kept lean (the harness overhead
+benchmark compares it with a bare loop). Per epoch it records the mean training loss, the
+validation metric, and the learning rate and momentum applied at the epoch's last step. It
+stops at the first non-finite training loss (status ``diverged``, before stepping on it) and
+turns any exception into status ``failed`` with the traceback, so a study goes on.
+
+Determinism: ``torch.manual_seed(seed)`` before the model is built and a private
+``torch.Generator`` seeded with ``seed`` for shuffling; deterministic algorithms are
+requested (warn-only) for the trial. The same spec run on the same machine with the same
+number of torch threads (the executors use one) gives the same metrics.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import platform
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from demon_optim.study.methods import Budget, get_method
+from demon_optim.study.spec import TrialSpec
+from demon_optim.study.tasks import Task, TaskData, get_task
+
+STATUSES = ("done", "diverged", "failed")
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    """What one trial produced; ``history`` holds one dict per finished epoch:
+    ``epoch, train_loss, val_metric, lr, momentum, elapsed_s``."""
+
+    spec: TrialSpec
+    status: str  # one of STATUSES
+    val_metric: float | None = None  # final validation metric (of the last epoch)
+    test_metric: float | None = None
+    history: tuple[dict[str, float], ...] = ()
+    wall_time_s: float = 0.0
+    started_at: float = 0.0  # unix time
+    versions: dict[str, str] = field(default_factory=dict)
+    error: str | None = None  # failed: "Type: message"; diverged: where the loss blew up
+    traceback: str | None = None
+
+    @property
+    def trial_id(self) -> str:
+        return self.spec.trial_id
+
+
+@functools.cache
+def versions() -> dict[str, str]:
+    """Versions that can change a trial's numbers."""
+    import numpy
+
+    import demon_optim
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "demon_optim": demon_optim.__version__,
+    }
+
+
+def run_trial(spec: TrialSpec, data: TaskData, task: Task | None = None) -> TrialResult:
+    """Train ``spec``'s model with its method on ``data``; never raises for a failing trial.
+
+    ``T = epochs * ceil(n_train / batch_size)`` optimizer steps (the last batch of an epoch
+    may be smaller); the schedules are built for that T.
+    """
+    started_at = time.time()
+    start = time.perf_counter()
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        task = task or get_task(spec.task)
+        status, val, test, history, note = _train(spec, task, data)
+        error = tb = None
+        if status == "diverged":
+            error = note
+    except Exception as exc:  # a failing trial is a result, the study goes on
+        status, val, test, history = "failed", None, None, []
+        error = f"{type(exc).__name__}: {exc}"
+        tb = traceback.format_exc()
+    finally:
+        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+    return TrialResult(
+        spec=spec,
+        status=status,
+        val_metric=val,
+        test_metric=test,
+        history=tuple(history),
+        wall_time_s=time.perf_counter() - start,
+        started_at=started_at,
+        versions=versions(),
+        error=error,
+        traceback=tb,
+    )
+
+
+def _train(
+    spec: TrialSpec, task: Task, data: TaskData
+) -> tuple[str, float | None, float | None, list[dict[str, Any]], str | None]:
+    method = get_method(spec.method)
+    config = method.check_config(spec.config)
+    inputs, targets = data.train.inputs, data.train.targets
+    n, batch = len(data.train), spec.batch_size
+    steps = math.ceil(n / batch)
+    budget = Budget(spec.epochs, steps, task.higher_is_better)
+
+    torch.manual_seed(spec.seed)
+    model = task.build_model()
+    shuffle = torch.Generator().manual_seed(spec.seed)
+    training = method.build(model.parameters(), config, budget)
+    optimizer, after_step = training.optimizer, training.after_step
+    loss_fn = task.loss
+    last = steps - 1
+    start = time.perf_counter()
+    history: list[dict[str, Any]] = []
+    val = None
+
+    for epoch in range(1, spec.epochs + 1):
+        model.train()
+        order = torch.randperm(n, generator=shuffle)
+        total = 0.0
+        lr = momentum = math.nan
+        for i in range(steps):
+            index = order[i * batch : (i + 1) * batch]  # gather per batch: no copy of the set
+            loss = loss_fn(model(inputs[index]), targets[index])
+            value = loss.item()
+            if not math.isfinite(value):
+                step = (epoch - 1) * steps + i
+                note = f"non-finite training loss ({value}) at epoch {epoch}, global step {step}"
+                return "diverged", None, None, history, note
+            total += value
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if i == last:
+                lr, momentum = training.applied()
+            for hook in after_step:
+                hook()
+        val = task.evaluate(model, data.val)
+        if not math.isfinite(val):
+            note = f"non-finite validation {task.metric} ({val}) after epoch {epoch}"
+            return "diverged", None, None, history, note
+        for epoch_hook in training.after_epoch:
+            epoch_hook(val)
+        history.append(
+            {
+                "epoch": epoch,
+                "train_loss": total / steps,
+                "val_metric": val,
+                "lr": lr,
+                "momentum": momentum,
+                "elapsed_s": time.perf_counter() - start,
+            }
+        )
+    test = task.evaluate(model, data.test)
+    if not math.isfinite(test):
+        return "diverged", None, None, history, f"non-finite test {task.metric} ({test})"
+    return "done", val, test, history, None

@@ -29,4 +29,13 @@ __all__ = [
 ]
 
 # One line per task module; importing it registers its tasks.
-from demon_optim.study.tasks import digits, mnist1d  # noqa: F401
+from demon_optim.study.tasks import (  # noqa: F401
+    cifar,
+    digits,
+    fmnist,
+    mnist,
+    mnist1d,
+    ptb,
+    stl10,
+    tinyimagenet,
+)

@@ -115,6 +115,15 @@ class Task(abc.ABC):
     def evaluate(self, model: torch.nn.Module, split: Split, batch_size: int = 1000) -> float:
         """The task's metric on a whole split, in eval mode and without gradients."""
 
+    def augment(self, inputs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Training-time augmentation of one batch of inputs (default: none).
+
+        The trial loop calls it on every training batch (never on val/test) with a private
+        generator seeded from the trial seed, so augmented runs stay deterministic. Image
+        tasks override it with random crops and flips; it must not modify ``inputs``.
+        """
+        return inputs
+
     def __repr__(self) -> str:
         return f"<Task {self.name}>"
 

@@ -1,0 +1,282 @@
+"""Reports a researcher would put in a paper, built from a results store (or a published CSV).
+
+Data flows one way: the report reads only the store (``load``), then computes per-setting
+tables (``tables``), the Top-1/Top-3 statistic (``topk``), robustness heatmaps
+(``heatmaps``) and curves (``curves``), and writes one self-contained HTML page plus Markdown,
+CSV and PNG/SVG files (``html``). ``external`` reads a published table instead of a store.
+See ``docs/report.md``.
+
+>>> from demon_optim.report import build_report
+>>> build_report("runs/quick.sqlite", "runs/quick-report")  # doctest: +SKIP
+PosixPath('runs/quick-report/index.html')
+"""
+
+from __future__ import annotations
+
+import datetime
+import pathlib
+from collections.abc import Iterable
+
+from demon_optim.report import naming
+from demon_optim.report.heatmaps import Tolerance, parse_tolerance
+from demon_optim.report.html import Content
+from demon_optim.report.load import StoreData, load_store
+from demon_optim.report.tables import Setting
+
+__all__ = [
+    "Tolerance",
+    "build_report",
+    "build_report_from_csv",
+    "csv_content",
+    "parse_tolerance",
+    "store_content",
+]
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def _values(values: Iterable[object]) -> str:
+    from demon_optim.study.methods import format_value
+
+    unique = sorted(set(values), key=lambda v: (isinstance(v, tuple), v))
+    return "{" + ", ".join(format_value(v) for v in unique) + "}"  # type: ignore[arg-type]
+
+
+def _seconds(value: float) -> str:
+    if value < 120:
+        return f"{value:.1f} s"
+    return f"{value / 60:.1f} min ({value:.0f} s)"
+
+
+def _parse_time(text: str) -> datetime.datetime | None:
+    try:
+        return datetime.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+
+
+def _header(data: StoreData) -> list[tuple[str, str]]:
+    from demon_optim.study.tasks import get_task
+
+    trials = data.trials
+    tasks = sorted({t.task for t in trials})
+    task_text = "; ".join(
+        f"{name} ({get_task(name).metric}, "
+        f"{'higher' if get_task(name).higher_is_better else 'lower'} is better)"
+        for name in tasks
+    )
+    methods: list[str] = []
+    for trial in trials:
+        if trial.method not in methods:
+            methods.append(trial.method)
+    methods.sort(key=lambda m: (naming.family_sort_key(naming.family(m)), m))
+    statuses = [t.status for t in trials]
+    counts = ", ".join(f"{statuses.count(s)} {s}" for s in ("done", "diverged", "failed"))
+    starts = [d for d in (_parse_time(t.started_at) for t in trials) if d]
+    ends = [d for d in (_parse_time(t.finished_at) for t in trials) if d]
+    span = (max(ends) - min(starts)).total_seconds() if starts and ends else None
+    versions: dict[str, int] = {}
+    for trial in trials:
+        text = ", ".join(f"{k} {v}" for k, v in sorted(trial.versions.items())) or "unknown"
+        versions[text] = versions.get(text, 0) + 1
+    version_text = "; ".join(
+        text if len(versions) == 1 else f"{text} ({n} trials)" for text, n in versions.items()
+    )
+    wall = f"{_seconds(sum(t.wall_time_s for t in trials))} summed over trials"
+    if span is not None:
+        wall += f"; {_seconds(span)} from the first trial's start to the last one's end"
+    header = [
+        ("store", str(data.path.resolve())),
+        ("store created", data.meta.get("created_at", "unknown")),
+        ("report built", _now()),
+        ("tasks", task_text),
+        (
+            "methods",
+            ", ".join(m + (" (reference)" if naming.is_reference(m) else "") for m in methods),
+        ),
+    ]
+    for method in methods:
+        names: list[str] = []
+        for t in trials:
+            if t.method == method:
+                names += [n for n in t.hyperparameters if n not in names]
+        grid = " x ".join(
+            f"{name} {_values(t.hyperparameters[name] for t in trials if t.method == method)}"
+            for name in names
+        )
+        header.append((f"grid: {method}", grid))
+    header += [
+        ("seeds", _values(float(t.seed) for t in trials)),
+        (
+            "budgets",
+            f"epochs {_values(float(t.epochs) for t in trials)}, batch size "
+            f"{_values(float(t.batch_size) for t in trials)}",
+        ),
+        ("trials", f"{len(trials)} ({counts})"),
+        ("wall time", wall),
+        ("versions", version_text),
+    ]
+    return header
+
+
+def store_content(
+    store_path: str | pathlib.Path,
+    *,
+    tolerance: Tolerance | str | None = None,
+    rank_all: bool = False,
+    trial_ids: Iterable[str] | None = None,
+) -> Content:
+    """Compute every view of a store's report (no files written)."""
+    from demon_optim.report import curves, heatmaps, html, tables, topk
+
+    if isinstance(tolerance, str):
+        tolerance = parse_tolerance(tolerance)
+    data = load_store(store_path, trial_ids)
+    settings = tables.store_settings(data, rank_all=rank_all)
+    figures = []
+    maps = heatmaps.heatmaps(data, settings, tolerance)
+    for heatmap in maps:
+        figures.append(
+            html.render(
+                heatmaps.draw(heatmap),
+                heatmap.slug,
+                "heatmaps",
+                f"Robustness: {heatmap.setting.name}",
+                heatmap.summary(),
+            )
+        )
+    for setting in settings:
+        lines = curves.setting_curves(data, setting)
+        if not lines:
+            continue
+        figures.append(
+            html.render(
+                curves.draw_validation(setting, lines),
+                f"validation_{setting.slug}",
+                "curves",
+                f"Validation {setting.metric}: {setting.name}",
+                "Each method's selected configuration; mean over seeds, min-max shaded.",
+            )
+        )
+        figures.append(
+            html.render(
+                curves.draw_schedules(setting, lines),
+                f"schedules_{setting.slug}",
+                "curves",
+                f"Schedules applied: {setting.name}",
+                "Learning rate and momentum at each epoch's last step, read from the trials' "
+                "histories (first seed); dashed: the Demon formula from "
+                "demon_optim.schedules.curve.",
+            )
+        )
+    return Content(
+        title=f"demon-optim report: {data.path.name}",
+        header=_header(data),
+        settings=settings,
+        topk=topk.top_k(settings),
+        figures=figures,
+        notes=_store_notes(maps, rank_all),
+    )
+
+
+def _store_notes(maps: list, rank_all: bool) -> dict[str, str]:
+    reference = (
+        "Reference optimizers are ranked too (--rank-all)."
+        if rank_all
+        else "Reference optimizers (AMSGrad, AdamW, AggMo, QHM, QHAdam, YellowFin) are shown "
+        "in italics, outside the ranking."
+    )
+    heatmap_note = (
+        "Cells: test metric, mean over seeds (the heatmap describes, it selects nothing); "
+        "grey cells diverged or failed. Demon beside its vanilla counterpart on one colour "
+        "scale; the band (red boxes) is the cells within the stated tolerance of the best "
+        "cell of the figure."
+    )
+    if not maps:
+        heatmap_note = (
+            "No setting in this store has a method with at least 2 learning rates and 2 "
+            "momenta, so there is nothing to draw (the robustness preset has: "
+            "demon-optim run robustness)."
+        )
+    return {
+        "tables": "Setting = task x optimizer family x epoch budget. Per method, the "
+        "configuration with the best mean validation metric over seeds (among those whose "
+        "every seed finished) is selected; its test metric is reported as mean ± sample "
+        "std over seeds, with a 95 % Student-t interval where there are 3 seeds or more. "
+        "Ranks: competition ranking (ties share a rank: 1, 1, 3) of the test mean; best "
+        "shaded. Diverged and failed trials are counted over all configurations. " + reference,
+        "topk": "As in the paper: rank the methods within each setting, count how often each "
+        "is ranked first (Top-1) and among the first three (Top-3); ties share a rank, so all "
+        "tied methods count. Methods are compared across families by schedule name (demon = "
+        "demon-sgdm and demon-adam; lr-cosine = sgdm+lr-cosine and adam+lr-cosine; none = "
+        "constant lr). " + reference,
+        "heatmaps": heatmap_note,
+        "curves": "Validation metric per epoch of each method's selected configuration, and "
+        "the learning rate and momentum it applied, as recorded by the trials.",
+    }
+
+
+def build_report(
+    store_path: str | pathlib.Path,
+    out_dir: str | pathlib.Path,
+    *,
+    tolerance: Tolerance | str | None = None,
+    rank_all: bool = False,
+    trial_ids: Iterable[str] | None = None,
+) -> pathlib.Path:
+    """Write the report of a store into ``out_dir``; returns ``out_dir/index.html``.
+
+    ``tolerance``: the heatmap band, ``"0.01"`` (absolute, metric units) or ``"2%"``
+    (relative); default 1 percentage point for accuracy, 2 % otherwise. ``rank_all`` ranks
+    the reference optimizers too. ``trial_ids`` restricts the report to those trials (e.g.
+    one study's, when a store holds several).
+    """
+    from demon_optim.report import html
+
+    content = store_content(store_path, tolerance=tolerance, rank_all=rank_all, trial_ids=trial_ids)
+    return html.write(content, out_dir)
+
+
+def csv_content(
+    csv_path: str | pathlib.Path, higher_is_better: bool = False, rank_all: bool = False
+) -> Content:
+    """Tables and Top-k of a published table (``setting,method,value[,std]``)."""
+    from demon_optim.report import external, topk
+
+    settings: list[Setting] = external.read_csv(csv_path, higher_is_better, rank_all)
+    path = pathlib.Path(csv_path)
+    methods = sorted({row.method for s in settings for row in s.rows})
+    return Content(
+        title=f"demon-optim report: {path.name}",
+        header=[
+            ("source", str(path.resolve())),
+            ("report built", _now()),
+            ("direction", "higher is better" if higher_is_better else "lower is better"),
+            ("settings", str(len(settings))),
+            ("methods", ", ".join(methods)),
+        ],
+        settings=settings,
+        topk=topk.top_k(settings),
+        sections=("tables", "topk"),
+        notes={
+            "tables": "Values as published; ranks are competition ranks (ties share a rank).",
+            "topk": "Methods are counted by schedule name across settings: registered "
+            "method names and the paper's labels (e.g. 'LR cosine') map to one key "
+            "(lr-cosine); other names are kept as written. Reference optimizers are "
+            + ("ranked (--rank-all)." if rank_all else "left out of the ranking."),
+        },
+    )
+
+
+def build_report_from_csv(
+    csv_path: str | pathlib.Path,
+    out_dir: str | pathlib.Path,
+    higher_is_better: bool = False,
+    rank_all: bool = False,
+) -> pathlib.Path:
+    """Write tables, ``topk.csv`` and ``index.html`` of a published table into ``out_dir``."""
+    from demon_optim.report import html
+
+    return html.write(csv_content(csv_path, higher_is_better, rank_all), out_dir)

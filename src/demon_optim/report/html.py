@@ -1,0 +1,218 @@
+"""Write a report: ``index.html`` (self-contained), ``report.md``, CSV tables and figures.
+
+Layout of the output directory::
+
+    index.html          one page: figures embedded as base64 PNG data URIs, inline CSS, no
+                        script and no network access needed to view it
+    report.md           the same header, tables and band counts as Markdown (figures linked)
+    topk.csv            method,top1,top3,settings (counts)
+    tables/<slug>.csv   one per setting (columns: demon_optim.report.tables.CSV_COLUMNS)
+    figures/<slug>.png and .svg
+
+Files are overwritten; files of an earlier report that this one does not write are left.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import pathlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from demon_optim.errors import invalid
+from demon_optim.report import tables as tables_module
+from demon_optim.report import topk as topk_module
+from demon_optim.report.tables import Setting
+from demon_optim.report.topk import TopK
+
+PNG_DPI = 110
+
+
+@dataclass(frozen=True)
+class Figure:
+    """A rendered figure."""
+
+    slug: str  # file stem under figures/
+    section: str  # "heatmaps" or "curves"
+    title: str
+    caption: str
+    png: bytes
+    svg: bytes
+
+
+@dataclass(frozen=True)
+class Content:
+    """Everything on the page, already computed."""
+
+    title: str
+    header: Sequence[tuple[str, str]]  # (what, value) lines of "what was run"
+    settings: Sequence[Setting]
+    topk: TopK
+    figures: Sequence[Figure] = ()
+    notes: dict[str, str] = field(default_factory=dict)  # section -> paragraph
+    sections: tuple[str, ...] = ("tables", "topk", "heatmaps", "curves")
+
+
+def render(fig: object, slug: str, section: str, title: str, caption: str) -> Figure:
+    """PNG and SVG bytes of a matplotlib Figure (Agg canvas; no pyplot, no display)."""
+    import matplotlib
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig)  # attaches itself: savefig renders with Agg, never a GUI backend
+    png, svg = io.BytesIO(), io.BytesIO()
+    fig.savefig(png, format="png", dpi=PNG_DPI, metadata={"Software": None})  # type: ignore[attr-defined]
+    with matplotlib.rc_context({"svg.hashsalt": slug}):
+        fig.savefig(svg, format="svg", metadata={"Date": None})  # type: ignore[attr-defined]
+    return Figure(slug, section, title, caption, png.getvalue(), svg.getvalue())
+
+
+_CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 2em auto;
+       max-width: 1200px; padding: 0 1em; color: #222; line-height: 1.4; }
+h1 { font-size: 1.6em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: .2em;
+margin-top: 2em; } h3 { font-size: 1.05em; margin-bottom: .3em; }
+table { border-collapse: collapse; margin: .4em 0 1.2em; font-size: .88em; }
+th, td { border: 1px solid #d8d8d8; padding: .25em .6em; text-align: left; }
+th { background: #f3f3f3; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
+tr.best td { background: #e6f4e6; font-weight: 600; } tr.reference td { color: #666;
+font-style: italic; } tr.unranked td { color: #999; }
+dl.header { display: grid; grid-template-columns: max-content auto; gap: .2em 1em; }
+dl.header dt { font-weight: 600; } dl.header dd { margin: 0; }
+figure { margin: 1em 0 2em; } figure img { max-width: 100%; height: auto;
+border: 1px solid #eee; } figcaption { font-size: .88em; color: #444; }
+p.note { color: #444; font-size: .92em; } nav a { margin-right: 1em; }
+"""
+
+_SECTION_TITLES = {
+    "tables": "Per-setting tables",
+    "topk": "Top-1 / Top-3 across settings",
+    "heatmaps": "Robustness heatmaps (learning rate x momentum)",
+    "curves": "Curves: validation metric and the schedules applied",
+}
+
+
+def _e(text: object) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def _html_table(
+    header: Sequence[str], cells: Sequence[Sequence[str]], classes: Sequence[str] = ()
+) -> str:
+    numeric = [
+        i
+        for i, h in enumerate(header)
+        if h in {"rank", "seeds", "configs", "diverged", "failed", "settings", "95 % CI"}
+        or "mean" in h
+        or h.startswith(("val ", "Top-"))
+    ]
+    out = ["<table>", "<tr>" + "".join(f"<th>{_e(h)}</th>" for h in header) + "</tr>"]
+    for k, line in enumerate(cells):
+        cls = classes[k] if k < len(classes) and classes[k] else ""
+        attr = f' class="{cls}"' if cls else ""
+        tds = "".join(
+            f'<td class="num">{_e(c)}</td>' if i in numeric else f"<td>{_e(c)}</td>"
+            for i, c in enumerate(line)
+        )
+        out.append(f"<tr{attr}>{tds}</tr>")
+    out.append("</table>")
+    return "\n".join(out)
+
+
+def _row_class(row: tables_module.Row) -> str:
+    if row.best:
+        return "best"
+    if row.reference and not row.ranked:
+        return "reference"
+    return "unranked" if row.rank is None else ""
+
+
+def _section_html(content: Content, section: str) -> str:
+    parts = [f'<h2 id="{section}">{_e(_SECTION_TITLES[section])}</h2>']
+    if content.notes.get(section):
+        parts.append(f'<p class="note">{_e(content.notes[section])}</p>')
+    if section == "tables":
+        for setting in content.settings:
+            header, cells = tables_module.header_and_cells(setting)
+            parts.append(
+                f'<h3 id="{_e(setting.slug)}">{_e(setting.name)} '
+                f"<small>({_e(setting.metric)}, {_e(setting.direction)})</small></h3>"
+            )
+            parts.append(_html_table(header, cells, [_row_class(r) for r in setting.rows]))
+    elif section == "topk":
+        header, cells = topk_module.header_and_cells(content.topk)
+        parts.append(
+            f"<p>Over <strong>{content.topk.settings}</strong> setting(s); percentages are "
+            "of those settings; <em>settings</em>: how many of them a method took part in.</p>"
+        )
+        parts.append(_html_table(header, cells))
+    else:
+        for fig in (f for f in content.figures if f.section == section):
+            data = base64.b64encode(fig.png).decode("ascii")
+            parts.append(
+                f'<figure id="{_e(fig.slug)}"><img alt="{_e(fig.title)}" '
+                f'src="data:image/png;base64,{data}">'
+                f"<figcaption><strong>{_e(fig.title)}.</strong> {_e(fig.caption)} "
+                f'(<a href="figures/{_e(fig.slug)}.svg">SVG</a>)</figcaption></figure>'
+            )
+    return "\n".join(parts)
+
+
+def to_html(content: Content) -> str:
+    """The whole page as one string."""
+    nav = " ".join(f'<a href="#{s}">{_e(_SECTION_TITLES[s])}</a>' for s in content.sections)
+    header = "\n".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in content.header)
+    body = "\n".join(_section_html(content, s) for s in content.sections)
+    return (
+        "<!DOCTYPE html>\n"
+        '<html lang="en"><head><meta charset="utf-8">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f"<title>{_e(content.title)}</title>\n<style>{_CSS}</style></head>\n"
+        f"<body>\n<h1>{_e(content.title)}</h1>\n"
+        f'<dl class="header">\n{header}\n</dl>\n<nav>{nav}</nav>\n{body}\n</body></html>\n'
+    )
+
+
+def to_markdown(content: Content) -> str:
+    lines = [f"# {content.title}", ""]
+    lines += [f"- **{k}**: {v}" for k, v in content.header]
+    for section in content.sections:
+        lines += ["", f"## {_SECTION_TITLES[section]}", ""]
+        if content.notes.get(section):
+            lines += [content.notes[section], ""]
+        if section == "tables":
+            lines += [tables_module.to_markdown(s) for s in content.settings]
+        elif section == "topk":
+            lines.append(topk_module.to_markdown(content.topk))
+        else:
+            for fig in (f for f in content.figures if f.section == section):
+                lines += [
+                    f"![{fig.title}](figures/{fig.slug}.png)",
+                    "",
+                    f"{fig.title}. {fig.caption} ([SVG](figures/{fig.slug}.svg))",
+                    "",
+                ]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def write(content: Content, out_dir: str | pathlib.Path) -> pathlib.Path:
+    """Write every file of the report into ``out_dir``; returns the path of index.html."""
+    out = pathlib.Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise invalid("out", str(out), "a directory (new or existing), not a file")
+    (out / "tables").mkdir(parents=True, exist_ok=True)
+    for setting in content.settings:
+        (out / "tables" / f"{setting.slug}.csv").write_text(
+            tables_module.to_csv(setting), encoding="utf-8"
+        )
+    (out / "topk.csv").write_text(topk_module.to_csv(content.topk), encoding="utf-8")
+    if content.figures:
+        (out / "figures").mkdir(exist_ok=True)
+    for fig in content.figures:
+        (out / "figures" / f"{fig.slug}.png").write_bytes(fig.png)
+        (out / "figures" / f"{fig.slug}.svg").write_bytes(fig.svg)
+    (out / "report.md").write_text(to_markdown(content), encoding="utf-8")
+    index = out / "index.html"
+    index.write_text(to_html(content), encoding="utf-8")
+    return index

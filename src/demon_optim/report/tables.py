@@ -1,0 +1,327 @@
+"""Per-setting tables: a setting is task x base-optimizer family x epoch budget (x batch size).
+
+Selection is the study harness's own (:func:`demon_optim.study.results.summarize`): per
+method, the configuration with the best mean *validation* metric over seeds, among those
+whose every seed finished; reported: that configuration's *test* metric, mean ± sample std
+over seeds, the number of seeds, and a 95 % Student-t interval with 3 seeds or more.
+Diverged and failed trials are counted per method, over all its configurations.
+
+Ranks are competition ranks ("1, 1, 3") of the test mean in the metric's direction, means
+equal at the printed precision (:data:`~demon_optim.study.results.DIGITS` decimals) sharing
+a rank, as in the ``run`` table. Reference optimizers are shown but not ranked unless
+``rank_all``; a method with no configuration finished on every seed is shown, unranked.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+
+from demon_optim.report import naming
+from demon_optim.report.load import StoreData, Trial
+from demon_optim.study.methods import Value
+from demon_optim.study.results import DIGITS, summarize
+from demon_optim.study.tasks import get_task
+
+
+@dataclass(frozen=True)
+class Row:
+    """One method in one setting."""
+
+    method: str
+    schedule: str  # the cross-family name (naming.schedule_name)
+    reference: bool
+    ranked: bool  # takes part in the ranking (False: a reference, unless rank_all)
+    selected: str  # the selected hyperparameters as printed ("" when none or not applicable)
+    config: Mapping[str, Value] | None  # the selected configuration (None: none / external)
+    mean: float | None  # test metric of the selected configuration, mean over seeds
+    std: float | None
+    ci95: float | None  # half-width, with 3 seeds or more
+    seeds: int
+    val_mean: float | None = None
+    configs: int = 0
+    trials: int = 0  # trials in the store, every configuration and status
+    diverged: int = 0
+    failed: int = 0
+    rank: int | None = None
+
+    @property
+    def best(self) -> bool:
+        return self.rank == 1
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One table: the rows of one setting, ranked."""
+
+    name: str  # as shown, e.g. "mnist1d-mlp · SGDM · 60 epochs"
+    slug: str  # file-name safe and unique, e.g. "mnist1d-mlp_sgdm_60ep"
+    metric: str
+    higher_is_better: bool
+    rows: tuple[Row, ...]
+    task: str | None = None  # None for external results
+    family: str | None = None
+    epochs: int | None = None
+    batch_size: int | None = None
+
+    @property
+    def direction(self) -> str:
+        return "higher is better" if self.higher_is_better else "lower is better"
+
+
+def competition_ranks(
+    values: Sequence[float | None], higher_is_better: bool, digits: int = DIGITS
+) -> list[int | None]:
+    """Rank = 1 + how many values are strictly better (at ``digits`` decimals); None stays None.
+
+    >>> competition_ranks([0.9, 0.8, 0.9, None], higher_is_better=True)
+    [1, 3, 1, None]
+    """
+    rounded = [None if v is None else round(v, digits) for v in values]
+    present = [v for v in rounded if v is not None]
+    ranks: list[int | None] = []
+    for v in rounded:
+        if v is None:
+            ranks.append(None)
+        elif higher_is_better:
+            ranks.append(1 + sum(1 for w in present if w > v))
+        else:
+            ranks.append(1 + sum(1 for w in present if w < v))
+    return ranks
+
+
+def rank_rows(rows: Iterable[Row], higher_is_better: bool) -> tuple[Row, ...]:
+    """Rank the rows that take part (``ranked`` and with a mean); order: ranked rows best
+    first, then the others (references, methods without a result) by mean."""
+    rows = list(rows)
+    ranks = competition_ranks(
+        [r.mean if r.ranked else None for r in rows], higher_is_better=higher_is_better
+    )
+    rows = [replace(r, rank=k) for r, k in zip(rows, ranks, strict=True)]
+    sign = -1.0 if higher_is_better else 1.0
+
+    def order(row: Row) -> tuple:
+        return (
+            row.rank is None,
+            row.rank or 0,
+            row.mean is None,
+            sign * (row.mean or 0.0),
+            row.method,
+        )
+
+    return tuple(sorted(rows, key=order))
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.+-]+", "_", text).strip("_") or "setting"
+
+
+def unique_slugs(texts: Sequence[str]) -> list[str]:
+    """File-name safe slugs, made unique with a counter."""
+    seen: dict[str, int] = {}
+    out = []
+    for text in texts:
+        slug = _slug(text)
+        count = seen.get(slug.lower(), 0)
+        seen[slug.lower()] = count + 1
+        out.append(slug if count == 0 else f"{slug}-{count + 1}")
+    return out
+
+
+def store_settings(data: StoreData, rank_all: bool = False) -> list[Setting]:
+    """One ranked table per (task, family, epochs, batch size) found in the store."""
+    groups: dict[tuple[str, str, int, int], list[Trial]] = {}
+    for trial in data.trials:
+        key = (trial.task, naming.family(trial.method), trial.epochs, trial.batch_size)
+        groups.setdefault(key, []).append(trial)
+    batch_sizes: dict[tuple[str, str, int], set[int]] = {}
+    for task, fam, epochs, batch in groups:
+        batch_sizes.setdefault((task, fam, epochs), set()).add(batch)
+
+    keys = sorted(groups, key=lambda k: (k[0], naming.family_sort_key(k[1]), k[2], k[3]))
+    names, slugs_in = [], []
+    for task, fam, epochs, batch in keys:
+        several = len(batch_sizes[(task, fam, epochs)]) > 1
+        names.append(
+            f"{task} · {naming.FAMILY_LABELS.get(fam, fam)} · {epochs} epochs"
+            + (f" · batch {batch}" if several else "")
+        )
+        slugs_in.append(f"{task}_{fam}_{epochs}ep" + (f"_b{batch}" if several else ""))
+
+    settings = []
+    for key, name, slug in zip(keys, names, unique_slugs(slugs_in), strict=True):
+        task_name, fam, epochs, batch = key
+        trials = groups[key]
+        task = get_task(task_name)
+        (table,) = summarize([t.spec() for t in trials], [t.row() for t in trials])
+        counts: dict[str, int] = {}
+        for trial in trials:
+            counts[trial.method] = counts.get(trial.method, 0) + 1
+        rows = []
+        for result in table.rows:
+            reference = naming.is_reference(result.method)
+            rows.append(
+                Row(
+                    method=result.method,
+                    schedule=naming.schedule_name(result.method),
+                    reference=reference,
+                    ranked=rank_all or not reference,
+                    selected=result.shown,
+                    config=result.selected,
+                    mean=result.test_mean,
+                    std=result.test_std,
+                    ci95=result.ci95,
+                    seeds=result.seeds,
+                    val_mean=result.val_mean,
+                    configs=result.configs,
+                    trials=counts[result.method],
+                    diverged=result.diverged,
+                    failed=result.failed,
+                )
+            )
+        settings.append(
+            Setting(
+                name=name,
+                slug=slug,
+                metric=task.metric,
+                higher_is_better=task.higher_is_better,
+                rows=rank_rows(rows, task.higher_is_better),
+                task=task_name,
+                family=fam,
+                epochs=epochs,
+                batch_size=batch,
+            )
+        )
+    return settings
+
+
+# --- rendering ------------------------------------------------------------------------------
+
+
+def number(value: float | None, digits: int = DIGITS) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def rank_text(row: Row) -> str:
+    if row.rank is not None:
+        return str(row.rank)
+    return "ref" if row.reference and not row.ranked else "-"
+
+
+def result_text(row: Row) -> str:
+    if row.mean is None:
+        return "no configuration finished on every seed" if row.trials else "-"
+    if row.std is None:
+        return number(row.mean)
+    return f"{number(row.mean)} ± {number(row.std)}"
+
+
+def has_store_columns(setting: Setting) -> bool:
+    return setting.task is not None
+
+
+CSV_COLUMNS = (
+    "setting",
+    "rank",
+    "best",
+    "method",
+    "schedule",
+    "reference",
+    "selected",
+    "test_mean",
+    "test_std",
+    "ci95",
+    "seeds",
+    "val_mean",
+    "configs",
+    "trials",
+    "diverged",
+    "failed",
+)
+
+
+def to_csv(setting: Setting) -> str:
+    """The table as CSV (:data:`CSV_COLUMNS`; empty cells where a value does not exist)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for row in setting.rows:
+        writer.writerow(
+            [
+                setting.name,
+                "" if row.rank is None else row.rank,
+                int(row.best),
+                row.method,
+                row.schedule,
+                int(row.reference),
+                row.selected,
+                _csv_number(row.mean),
+                _csv_number(row.std),
+                _csv_number(row.ci95),
+                row.seeds,
+                _csv_number(row.val_mean),
+                row.configs,
+                row.trials,
+                row.diverged,
+                row.failed,
+            ]
+        )
+    return buffer.getvalue()
+
+
+def _csv_number(value: float | None) -> str:
+    return "" if value is None else repr(float(value))
+
+
+def header_and_cells(setting: Setting) -> tuple[list[str], list[list[str]]]:
+    """Column names and cell texts shared by the Markdown and HTML renderings."""
+    store = has_store_columns(setting)
+    with_ci = any(row.ci95 is not None for row in setting.rows)
+    with_std = any(row.std is not None for row in setting.rows)
+    metric = f"test {setting.metric}" if store else setting.metric
+    header = ["rank", "method"]
+    if store:
+        header.append("selected hyperparameters")
+    header.append(f"{metric} (mean ± std)" if with_std else metric)
+    if with_ci:
+        header.append("95 % CI")
+    if store:
+        header += ["seeds", f"val {setting.metric}", "configs", "diverged", "failed"]
+    cells = []
+    for row in setting.rows:
+        line = [rank_text(row), row.method + (" (best)" if row.best else "")]
+        if store:
+            line.append(row.selected or "-")
+        line.append(result_text(row))
+        if with_ci:
+            line.append("-" if row.ci95 is None else f"± {number(row.ci95)}")
+        if store:
+            line += [
+                str(row.seeds),
+                number(row.val_mean),
+                str(row.configs),
+                str(row.diverged),
+                str(row.failed),
+            ]
+        cells.append(line)
+    return header, cells
+
+
+def to_markdown(setting: Setting) -> str:
+    header, cells = header_and_cells(setting)
+    numeric = {"rank", "seeds", "configs", "diverged", "failed", "95 % CI"}
+    align = [
+        "---:" if h in numeric or "mean" in h or h.startswith("val") else "---" for h in header
+    ]
+    lines = [
+        f"### {setting.name} ({setting.metric}, {setting.direction})",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join(align) + "|",
+    ]
+    for line in cells:
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in line) + " |")
+    return "\n".join(lines) + "\n"

@@ -26,6 +26,12 @@ ScheduleArg = str | Callable[[int, int, float], float]
 STEP_KEY = "schedule_step"
 
 
+def outside_compile(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``torch.compiler.disable``, made on first use: importing ``torch._dynamo`` costs about
+    a second, which eager users (and every worker of a study) should not pay at import."""
+    return torch._disable_dynamo(fn)
+
+
 def user_stacklevel() -> int:
     """The ``stacklevel`` that makes a warning point at the first frame outside torch and us."""
     level, frame = 1, sys._getframe(1)
@@ -101,7 +107,7 @@ class ScheduledMomentumOptimizer(Optimizer):
             raise invalid("schedule", f"{schedule!r} returned {beta} at step {step}", "[0, 1)")
         return beta
 
-    @torch.compiler.disable
+    @outside_compile
     def _advance_schedules(self, as_tensors: bool = False) -> list[Any]:
         """Return this step's beta per group and advance every group's counter by one.
 

@@ -44,6 +44,7 @@ from ._base import (
     ScheduledMomentumOptimizer,
     check_nonnegative,
     group_by_device_dtype,
+    outside_compile,
     use_fused,
 )
 
@@ -146,7 +147,7 @@ class DemonAdam(ScheduledMomentumOptimizer):
         else:
             _adam_loop(params, grads, coefficients, group)
 
-    @torch.compiler.disable
+    @outside_compile
     def _advance_moments(
         self, group: dict[str, Any], params: list[Tensor], beta: Any, as_tensors: bool = False
     ) -> list[tuple[Tensor, Tensor, Any, Any, Any]]:

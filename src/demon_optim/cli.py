@@ -7,6 +7,7 @@ configuration error (printed without a traceback); 130 interrupted by Ctrl-C.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import pathlib
 import sys
 from collections.abc import Sequence
@@ -42,10 +43,58 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--workers", type=int, help="worker processes (default: one per CPU core)")
     run.add_argument("--no-progress", action="store_true", help="do not draw the progress bar")
+    run.add_argument(
+        "--data-dir",
+        type=pathlib.Path,
+        help="where data sets live (overrides the study's data_dir; default: $DEMON_OPTIM_DATA, "
+        "then where the registry packages install them)",
+    )
+
+    data = commands.add_parser(
+        "data",
+        help="list every data set: found or not, where, checksum status, how to get it",
+        description="Never downloads: it looks, verifies checksums and says how to get what is "
+        "missing.",
+    )
+    data.add_argument("--data-dir", type=pathlib.Path, help="also look here (first)")
+    data.add_argument(
+        "--no-verify", action="store_true", help="skip reading files to check their checksums"
+    )
 
     export = commands.add_parser("export", help="write a store's trials as CSV")
     export.add_argument("--store", type=pathlib.Path, required=True, help="results store")
     export.add_argument("--out", type=pathlib.Path, required=True, help="CSV file to write")
+
+    report = commands.add_parser(
+        "report",
+        help="write a report: per-setting tables, Top-1/Top-3, heatmaps, curves (HTML)",
+        description="Write DIR/index.html (self-contained: figures embedded, no network) with "
+        "Markdown, CSV and PNG/SVG beside it, from a results store or from a published table "
+        "(see docs/report.md).",
+    )
+    source = report.add_mutually_exclusive_group(required=True)
+    source.add_argument("--store", type=pathlib.Path, help="results store to report on")
+    source.add_argument(
+        "--from-csv",
+        type=pathlib.Path,
+        metavar="FILE",
+        help="published results instead: CSV with columns setting,method,value[,std]",
+    )
+    report.add_argument(
+        "--out", type=pathlib.Path, required=True, metavar="DIR", help="directory to write"
+    )
+    report.add_argument(
+        "--tolerance",
+        metavar="X",
+        help="heatmap band: cells within X of the best cell, absolute in the metric's units "
+        "(0.01) or relative (2%%); default 0.01 for accuracy, 2%% otherwise",
+    )
+    report.add_argument("--rank-all", action="store_true", help="rank the reference optimizers too")
+    report.add_argument(
+        "--higher-is-better",
+        action="store_true",
+        help="with --from-csv: higher values are better (default: lower, as error and perplexity)",
+    )
 
     commands.add_parser("tasks", help="list the tasks")
     commands.add_parser("methods", help="list the methods and their default grids")
@@ -60,9 +109,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(args)
         if args.command == "export":
             return _export(args)
+        if args.command == "report":
+            return _report(args)
+        if args.command == "data":
+            return _data(args)
         if args.command == "tasks":
             return _tasks()
         return _methods()
+    except BrokenPipeError:  # e.g. `demon-optim methods | head`
+        sys.stderr.close()
+        return 0
     except ConfigError as error:
         print(f"demon-optim: error: {error}", file=sys.stderr)
         return EXIT_USAGE
@@ -78,6 +134,9 @@ def _run(args: argparse.Namespace) -> int:
     from demon_optim.study.store import ResultStore
 
     study = load_study(args.study)
+    if args.data_dir is not None:
+        study = dataclasses.replace(study, data_dir=str(args.data_dir.expanduser().resolve()))
+    _check_data(study)  # a missing data set stops the study here, before any training
     specs = expand(study)
     store_path = args.store or pathlib.Path("runs") / f"{study.name}.sqlite"
     executor = LocalExecutor(args.workers)
@@ -117,11 +176,46 @@ def _run(args: argparse.Namespace) -> int:
         f"{report.wall_time_s:.1f} s. Table written to {markdown_path}",
         file=sys.stderr,
     )
+    _study_report(store_path, study.name, [spec.trial_id for spec in specs])
     failed = [row for row in rows if row["status"] == "failed"]
     if failed:
         _print_failures(failed)
         return EXIT_FAILED_TRIALS
     return 0
+
+
+def _check_data(study) -> None:
+    from demon_optim.study.datasets import check_task_data
+    from demon_optim.study.tasks import get_task
+
+    for name in study.tasks:
+        check_task_data(get_task(name), study.data_dir)
+
+
+def _data(args: argparse.Namespace) -> int:
+    from demon_optim.study.datasets import catalog_rows, format_table
+
+    print(format_table(catalog_rows(args.data_dir, verify=not args.no_verify)))
+    return 0
+
+
+def _study_report(store_path: pathlib.Path, name: str, trial_ids: list[str]) -> None:
+    """Build the study's report beside its store and say where it is (never fails `run`)."""
+    try:
+        from demon_optim.report import build_report
+
+        out = store_path.parent / f"{name}-report"
+        index = build_report(store_path, out, trial_ids=trial_ids)
+    except ImportError as error:  # matplotlib is in the [study] extra
+        print(f"No report: {error} (pip install 'demon-optim[study]')", file=sys.stderr)
+        return
+    except ConfigError as error:
+        print(f"No report: {error}", file=sys.stderr)
+        return
+    print(
+        f"Report: {index}  (open it in a browser; tables also in {out / 'report.md'})",
+        file=sys.stderr,
+    )
 
 
 def _print_failures(failed: list[dict]) -> None:
@@ -150,6 +244,25 @@ def _export(args: argparse.Namespace) -> int:
     with ResultStore(args.store, readonly=True) as store:
         count = store.export_csv(args.out)
     print(f"wrote {count} trials to {args.out}", file=sys.stderr)
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from demon_optim.report import build_report, build_report_from_csv
+
+    if args.from_csv is not None:
+        if args.tolerance is not None:
+            raise ConfigError("--tolerance: only with --store (a CSV has no heatmaps)")
+        index = build_report_from_csv(
+            args.from_csv, args.out, higher_is_better=args.higher_is_better, rank_all=args.rank_all
+        )
+    else:
+        if args.higher_is_better:
+            raise ConfigError(
+                "--higher-is-better: only with --from-csv (a store knows each task's direction)"
+            )
+        index = build_report(args.store, args.out, tolerance=args.tolerance, rank_all=args.rank_all)
+    print(f"report written to {index}", file=sys.stderr)
     return 0
 
 

@@ -9,6 +9,7 @@ format (see ``docs/study.md``)::
     seeds = [0, 1]
     epochs = 20                       # optional: an int or a list (budgets); default: task's
     batch_size = 100                  # optional; default: the task's
+    token_budget = 200000             # optional: tokens per epoch for language-model tasks
     data_dir = "data"                 # optional; relative to the study file
 
     [grid.sgdm]                       # optional: replaces the method's default grid per name
@@ -55,6 +56,7 @@ KEYS = (
     "seeds",
     "epochs",
     "batch_size",
+    "token_budget",
     "data_dir",
     "grid",
 )
@@ -77,6 +79,7 @@ class TrialSpec:
     batch_size: int
     protocol: int = PROTOCOL_VERSION
     data_dir: str | None = field(default=None, compare=False)
+    token_budget: int | None = None  # tokens per epoch, language-model tasks only
 
     @property
     def config(self) -> dict[str, Value]:
@@ -93,6 +96,8 @@ class TrialSpec:
             "seed": self.seed,
             "epochs": self.epochs,
             "batch_size": self.batch_size,
+            # only when set, so the ids of trials without a budget stay as they were
+            **({"token_budget": self.token_budget} if self.token_budget is not None else {}),
         }
 
     @functools.cached_property
@@ -117,12 +122,16 @@ class TrialSpec:
             batch_size=int(data["batch_size"]),
             protocol=int(data["protocol"]),
             data_dir=data.get("data_dir"),
+            token_budget=data.get("token_budget"),
         )
 
     def label(self) -> str:
         """Short human-readable description, e.g. for error summaries."""
         config = ", ".join(f"{k}={_jsonable(v)}" for k, v in self.hyperparameters)
-        return f"{self.task} {self.method} [{config}] seed {self.seed}, {self.epochs} epochs"
+        budget = f", {self.token_budget} tokens/epoch" if self.token_budget else ""
+        return (
+            f"{self.task} {self.method} [{config}] seed {self.seed}, {self.epochs} epochs{budget}"
+        )
 
 
 def _jsonable(value: Value) -> float | list[float]:
@@ -139,6 +148,7 @@ class Study:
     seeds: tuple[int, ...]
     epochs: tuple[int, ...] = ()
     batch_size: int | None = None
+    token_budget: int | None = None
     data_dir: str | None = None
     grids: Mapping[str, Mapping[str, tuple[Value, ...]]] = field(default_factory=dict)
     description: str = ""
@@ -233,6 +243,17 @@ def parse_study(
     batch_size = data.get("batch_size")
     if batch_size is not None and (not _is_int(batch_size) or batch_size < 1):
         raise invalid("batch_size", batch_size, "positive integers")
+    token_budget = data.get("token_budget")
+    if token_budget is not None:
+        if not _is_int(token_budget) or token_budget < 1:
+            raise invalid("token_budget", token_budget, "positive integers (tokens per epoch)")
+        if not any(getattr(get_task(t), "sequential", False) for t in tasks):
+            sequential = [n for n in task_names() if getattr(get_task(n), "sequential", False)]
+            raise invalid(
+                "token_budget",
+                token_budget,
+                f"only with a language-model task ({', '.join(sequential)})",
+            )
 
     data_dir = data.get("data_dir")
     if data_dir is not None:
@@ -251,6 +272,7 @@ def parse_study(
         seeds=seeds,
         epochs=epochs,
         batch_size=batch_size,
+        token_budget=token_budget,
         data_dir=data_dir,
         grids=grids,
         description=description,
@@ -280,6 +302,7 @@ def expand(study: Study) -> list[TrialSpec]:
     for task_name in study.tasks:
         task = get_task(task_name)
         batch_size = study.batch_size or task.batch_size
+        token_budget = study.token_budget if getattr(task, "sequential", False) else None
         for epochs in study.epochs or (task.epochs,):
             for method_name in study.methods:
                 method = get_method(method_name)
@@ -293,6 +316,7 @@ def expand(study: Study) -> list[TrialSpec]:
                             epochs=epochs,
                             batch_size=batch_size,
                             data_dir=study.data_dir,
+                            token_budget=token_budget,
                         )
                         specs.setdefault(spec.trial_id, spec)
     return list(specs.values())

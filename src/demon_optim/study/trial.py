@@ -111,12 +111,18 @@ def _train(
     config = method.check_config(spec.config)
     inputs, targets = data.train.inputs, data.train.targets
     n, batch = len(data.train), spec.batch_size
-    steps = math.ceil(n / batch)
+    sequential = getattr(task, "sequential", False)  # language models: task.train_epoch
+    if sequential:
+        steps = task.steps_per_epoch(data.train, batch, spec.token_budget)
+    else:
+        steps = math.ceil(n / batch)
     budget = Budget(spec.epochs, steps, task.higher_is_better)
 
     torch.manual_seed(spec.seed)
     model = task.build_model()
     shuffle = torch.Generator().manual_seed(spec.seed)
+    # a generator of its own, so that augmentation does not change the shuffling order
+    augment = torch.Generator().manual_seed(spec.seed + 1_000_003)
     training = method.build(model.parameters(), config, budget)
     optimizer, after_step = training.optimizer, training.after_step
     loss_fn = task.loss
@@ -124,28 +130,47 @@ def _train(
     start = time.perf_counter()
     history: list[dict[str, Any]] = []
     val = None
+    applied = [math.nan, math.nan]  # lr and momentum of the last step (sequential tasks)
+
+    def record_applied() -> None:
+        applied[:] = training.applied()  # read before the schedulers move them on
 
     for epoch in range(1, spec.epochs + 1):
-        model.train()
-        order = torch.randperm(n, generator=shuffle)
-        total = 0.0
-        lr = momentum = math.nan
-        for i in range(steps):
-            index = order[i * batch : (i + 1) * batch]  # gather per batch: no copy of the set
-            loss = loss_fn(model(inputs[index]), targets[index])
-            value = loss.item()
-            if not math.isfinite(value):
-                step = (epoch - 1) * steps + i
-                note = f"non-finite training loss ({value}) at epoch {epoch}, global step {step}"
-                return "diverged", None, None, history, note
-            total += value
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if i == last:
-                lr, momentum = training.applied()
-            for hook in after_step:
-                hook()
+        if sequential:
+            applied[:] = [math.nan, math.nan]
+            mean_loss = task.train_epoch(
+                model,
+                optimizer,
+                data.train,
+                batch,
+                shuffle,
+                spec.token_budget,
+                after_step=[record_applied, *after_step],
+            )
+            if not math.isfinite(mean_loss):
+                return "diverged", None, None, history, f"non-finite training loss, epoch {epoch}"
+            total, (lr, momentum) = mean_loss * steps, applied
+        else:
+            model.train()
+            order = torch.randperm(n, generator=shuffle)
+            total = 0.0
+            lr = momentum = math.nan
+            for i in range(steps):
+                index = order[i * batch : (i + 1) * batch]  # gather per batch: no copy of the set
+                loss = loss_fn(model(task.augment(inputs[index], augment)), targets[index])
+                value = loss.item()
+                if not math.isfinite(value):
+                    step = (epoch - 1) * steps + i
+                    note = f"non-finite training loss ({value}) at epoch {epoch}, step {step}"
+                    return "diverged", None, None, history, note
+                total += value
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                if i == last:
+                    lr, momentum = training.applied()
+                for hook in after_step:
+                    hook()
         val = task.evaluate(model, data.val)
         if not math.isfinite(val):
             note = f"non-finite validation {task.metric} ({val}) after epoch {epoch}"

@@ -35,7 +35,7 @@ momentum = 0.9
 QUICK = """
 description = '''
 The main job: MNIST-1D (MLP), the key schedules of the SGDM and Adam families and Demon,
-a small grid, 2 seeds; about a minute with 2 workers on 2 cores. sgdm and demon-sgdm run a
+a small grid, 2 seeds; 1-3 minutes with 2 workers on 2 cores. sgdm and demon-sgdm run a
 3 x 3 lr x momentum product, for the robustness heatmaps.'''
 tasks = ["mnist1d-mlp"]
 methods = [
@@ -99,7 +99,7 @@ MNIST1D = """
 description = '''
 MNIST-1D's three published models (MLP 68 %, CNN 94 %, GRU 91 % test accuracy with Adam,
 lr 1e-2, batch 100, 6000 steps) with Adam and Demon Adam at the published budget (170
-epochs of 35 steps), 2 learning rates, 2 seeds; about 10 minutes with 2 workers.'''
+epochs of 35 steps), 2 learning rates, 2 seeds; 10-20 minutes with 2 workers.'''
 tasks = ["mnist1d-mlp", "mnist1d-cnn", "mnist1d-gru"]
 methods = ["adam", "demon-adam"]
 seeds = [0, 1]
@@ -114,7 +114,165 @@ lr = [3e-4, 1e-3]
 momentum = 0.9
 """
 
-_PRESETS = {"smoke": SMOKE, "quick": QUICK, "mnist1d": MNIST1D}
+ROBUSTNESS = """description = '''
+Hyperparameter robustness (the paper's heatmaps) on MNIST-1D (MLP), 50 epochs, 2 seeds, on
+the paper's learning-rate x momentum grids, one model per cell and seed: demon-sgdm beside
+sgdm and sgdm+lr-cosine (11 lr x 6 momentum), demon-adam beside adam (13 lr from 1e-5 to 0.1
+x 6 beta1). 708 trials, about 7-9 minutes with 2 workers on 2 cores. Then:
+demon-optim report --store runs/robustness.sqlite --out runs/robustness-report --tolerance 0.02
+(MNIST-1D's 1000 test examples make one accuracy about +-1.5 points noisy: a 2-point band).'''
+tasks = ["mnist1d-mlp"]
+methods = ["sgdm", "demon-sgdm", "sgdm+lr-cosine", "adam", "demon-adam"]
+seeds = [0, 1]
+epochs = 50
+
+[grid.sgdm]
+lr = [0.003, 0.005, 0.008, 0.01, 0.03, 0.05, 0.08, 0.1, 0.3, 0.5, 0.8]
+momentum = [0.7, 0.75, 0.8, 0.85, 0.9, 0.95]
+
+[grid.demon-sgdm]
+lr = [0.003, 0.005, 0.008, 0.01, 0.03, 0.05, 0.08, 0.1, 0.3, 0.5, 0.8]
+momentum = [0.7, 0.75, 0.8, 0.85, 0.9, 0.95]
+
+[grid."sgdm+lr-cosine"]
+lr = [0.003, 0.005, 0.008, 0.01, 0.03, 0.05, 0.08, 0.1, 0.3, 0.5, 0.8]
+momentum = [0.7, 0.75, 0.8, 0.85, 0.9, 0.95]
+
+# One grid for both Adam methods, so their heatmaps compare cell by cell (undamped Demon
+# Adam's good learning rates lie about (1 - beta1) times below Adam's, inside this range).
+[grid.adam]
+lr = [1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2, 0.1]
+momentum = [0.7, 0.75, 0.8, 0.85, 0.9, 0.95]
+
+[grid.demon-adam]
+lr = [1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2, 0.1]
+momentum = [0.7, 0.75, 0.8, 0.85, 0.9, 0.95]
+"""
+
+PAPER_CPU = """
+description = '''
+The paper's protocol on its settings that run here (Fashion-MNIST CNN and VAE, PTB 2x200
+LSTM), sized for one 2-core machine: 5 epochs (PTB: 200k tokens per epoch), key methods of
+both families, 3 learning rates, 2 seeds; 144 trials, about 4 hours with 2 workers.
+CPU budget, not comparable to the paper's numbers. The CapsNet setting (Adam family only)
+is the preset paper-capsnet-cpu.'''
+tasks = ["fmnist-cnn", "fmnist-vae", "ptb-lstm-small"]
+methods = [
+    "sgdm", "sgdm+lr-step", "sgdm+lr-cosine", "demon-sgdm",
+    "adam", "adam+lr-step", "adam+lr-cosine", "demon-adam",
+]
+seeds = [0, 1]
+epochs = 5
+token_budget = 200000
+
+[grid.sgdm]
+lr = [0.01, 0.03, 0.1]
+momentum = 0.9
+
+[grid."sgdm+lr-step"]
+lr = [0.01, 0.03, 0.1]
+momentum = 0.9
+
+[grid."sgdm+lr-cosine"]
+lr = [0.01, 0.03, 0.1]
+momentum = 0.9
+
+[grid.demon-sgdm]
+lr = [0.01, 0.03, 0.1]
+momentum = 0.9
+
+[grid.adam]
+lr = [3e-4, 1e-3, 3e-3]
+momentum = 0.9
+
+[grid."adam+lr-step"]
+lr = [3e-4, 1e-3, 3e-3]
+momentum = 0.9
+
+[grid."adam+lr-cosine"]
+lr = [3e-4, 1e-3, 3e-3]
+momentum = 0.9
+
+# Undamped Demon Adam: about (1 - beta_init) times Adam's learning rates.
+[grid.demon-adam]
+lr = [3e-5, 1e-4, 3e-4]
+momentum = 0.9
+"""
+
+PAPER_CAPSNET_CPU = """
+description = '''
+The paper's CapsNet / Fashion-MNIST setting (Adam family only), sized for one 2-core
+machine: 2 epochs (about 26 minutes each per trial on one core), Adam, Adam + LR step,
+Adam + LR cosine and Demon Adam at one learning rate each, 2 seeds; 8 trials, about 4 hours
+with 2 workers. CPU budget, not comparable to the paper's 50/100 epochs.'''
+tasks = ["fmnist-capsnet"]
+methods = ["adam", "adam+lr-step", "adam+lr-cosine", "demon-adam"]
+seeds = [0, 1]
+epochs = 2
+
+[grid.adam]
+lr = 1e-3
+momentum = 0.9
+
+[grid."adam+lr-step"]
+lr = 1e-3
+momentum = 0.9
+
+[grid."adam+lr-cosine"]
+lr = 1e-3
+momentum = 0.9
+
+[grid.demon-adam]
+lr = 1e-4
+momentum = 0.9
+"""
+
+PAPER_CLUSTER = """
+description = '''
+The paper's full protocol on every setting runnable without user files: all ranked methods
+of both families plus AMSGrad and AdamW, each on its default grid (learning rates in
+multiples of 3, momentum in 0.9/0.95/0.97), 5 seeds, each task's paper budget. Tens of
+thousands of trainings: meant for a cluster (docs/study.md, "Scaling out"). The CapsNet
+setting (Adam family only) is paper-capsnet-cluster.'''
+tasks = [
+    "fmnist-mlp", "fmnist-cnn", "fmnist-vae", "mnist10k-vae", "ptb-lstm", "ptb-lstm-small",
+    "mnist1d-mlp", "mnist1d-cnn", "mnist1d-gru",
+]
+methods = [
+    "sgdm", "sgdm+lr-step", "sgdm+lr-cosine", "sgdm+lr-linear", "sgdm+lr-exponential",
+    "sgdm+lr-plateau", "sgdm+onecycle", "sgdm+mom-onecycle", "sgdm+mom-cosine",
+    "sgdm+mom-linear", "sgdm+mom-exponential", "demon-sgdm",
+    "adam", "adam+lr-step", "adam+lr-cosine", "adam+lr-linear", "adam+lr-exponential",
+    "adam+lr-plateau", "adam+onecycle", "adam+mom-onecycle", "adam+mom-cosine",
+    "adam+mom-linear", "adam+mom-exponential", "demon-adam", "amsgrad", "adamw",
+]
+seeds = [0, 1, 2, 3, 4]
+"""
+
+PAPER_CAPSNET_CLUSTER = """
+description = '''
+The paper's CapsNet / Fashion-MNIST setting with the whole Adam family on default grids, 5
+seeds, the paper's 50 and 100 epoch budgets; meant for a cluster.'''
+tasks = ["fmnist-capsnet"]
+methods = [
+    "adam", "adam+lr-step", "adam+lr-cosine", "adam+lr-linear", "adam+lr-exponential",
+    "adam+lr-plateau", "adam+onecycle", "adam+mom-onecycle", "adam+mom-cosine",
+    "adam+mom-linear", "adam+mom-exponential", "demon-adam", "amsgrad", "adamw",
+]
+seeds = [0, 1, 2, 3, 4]
+epochs = [50, 100]
+"""
+
+_PRESETS = {
+    "smoke": SMOKE,
+    "quick": QUICK,
+    "mnist1d": MNIST1D,
+    "robustness": ROBUSTNESS,
+    "paper-cpu": PAPER_CPU,
+    "paper-capsnet-cpu": PAPER_CAPSNET_CPU,
+    "paper-cluster": PAPER_CLUSTER,
+    "paper-capsnet-cluster": PAPER_CAPSNET_CLUSTER,
+}
 
 
 def preset_names() -> list[str]:

@@ -1,0 +1,110 @@
+"""Shared pieces of the reference optimizers (QHM, QHAdam, AggMo, YellowFin).
+
+Validation helpers that raise :class:`demon_optim.ConfigError` naming the argument and the
+value, a base class that validates every parameter group (those added later included), and
+the batching that keeps a fast path's second pass over a tensor in cache.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from torch import Tensor
+from torch.optim import Optimizer
+
+from ..errors import invalid
+
+# The fast paths of QHAdam and AggMo make more than one pass over the same tensors (a kernel
+# call, then a correction or the next buffer). Done batch by batch, the second pass reads
+# tensors the first one just left in cache. 2**19 float32 values is 2 MiB per tensor list.
+CACHE_BATCH_NUMEL = 1 << 19
+
+
+def number(field: str, value: object, allowed: str, ok: Callable[[float], bool]) -> float:
+    """``value`` as a float if it is a finite real number (not a bool) with ``ok(value)``."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not math.isfinite(value)
+        or not ok(float(value))
+    ):
+        raise invalid(field, value, allowed)
+    return float(value)
+
+
+def nonnegative(field: str, value: object) -> float:
+    return number(field, value, "numbers >= 0", lambda v: v >= 0)
+
+
+def momentum_value(field: str, value: object) -> float:
+    return number(field, value, "numbers in [0, 1)", lambda v: 0 <= v < 1)
+
+
+def unit_interval(field: str, value: object) -> float:
+    return number(field, value, "numbers in [0, 1]", lambda v: 0 <= v <= 1)
+
+
+def flag(field: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise invalid(field, value, "True or False")
+    return value
+
+
+def pair(field: str, value: object, allowed: str) -> tuple[object, object]:
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        raise invalid(field, value, allowed)
+    return value[0], value[1]
+
+
+class ValidatedOptimizer(Optimizer):
+    """An Optimizer whose every parameter group is checked by :meth:`_validate_group`."""
+
+    def _validate_group(self, group: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        super().add_param_group(param_group)
+        self._validate_group(self.param_groups[-1])
+
+
+def params_with_grad(optimizer: Optimizer, group: dict[str, Any]) -> list[Tensor]:
+    """The group's parameters that have a gradient this step (sparse ones are refused)."""
+    params = [p for p in group["params"] if p.grad is not None]
+    for p in params:
+        if p.grad.is_sparse:
+            raise RuntimeError(f"{type(optimizer).__name__} does not support sparse gradients")
+    return params
+
+
+def cache_batches(tensors: Iterable[Tensor], limit: int = CACHE_BATCH_NUMEL) -> list[list[int]]:
+    """Consecutive index runs of at most ``limit`` values (a bigger tensor is a run alone)."""
+    batches: list[list[int]] = []
+    current: list[int] = []
+    size = 0
+    for i, t in enumerate(tensors):
+        n = t.numel()
+        if current and size + n > limit:
+            batches.append(current)
+            current, size = [], 0
+        current.append(i)
+        size += n
+    if current:
+        batches.append(current)
+    return batches
+
+
+def effective_grads(
+    params: list[Tensor], grads: list[Tensor], weight_decay: float, maximize: bool
+) -> list[Tensor]:
+    """``g' = (-g if maximize else g) + weight_decay * theta`` (new tensors only where needed)."""
+    out = []
+    for p, g in zip(params, grads, strict=True):
+        if maximize:
+            g = g.neg()
+        if weight_decay != 0:
+            g = g.add(p, alpha=weight_decay)
+        out.append(g)
+    return out

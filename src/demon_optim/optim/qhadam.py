@@ -1,0 +1,268 @@
+r"""QHAdam: quasi-hyperbolic Adam (Ma & Yarats, "Quasi-hyperbolic momentum and Adam for deep
+learning", ICLR 2019).
+
+With ``t`` the parameter's own update count and ``g`` the gradient (after ``maximize`` and
+coupled weight decay):
+
+.. math::
+
+    m_t = \beta_1 m_{t-1} + (1-\beta_1) g, \qquad v_t = \beta_2 v_{t-1} + (1-\beta_2) g^2,
+    \qquad \hat m = \frac{m_t}{1 - \prod_{i \le t} \beta_{1,i}}, \qquad
+    \hat v = \frac{v_t}{1 - \beta_2^t}
+
+.. math::
+
+    \theta \leftarrow \theta - \alpha\,
+        \frac{(1-\nu_1) g + \nu_1 \hat m}{\sqrt{(1-\nu_2) g^2 + \nu_2 \hat v} + \epsilon}
+
+``nus = (1, 1)`` is Adam. Choices: eps is added outside the square root (qhoptim and torch);
+weight decay is coupled by default, or decoupled (``theta *= 1 - lr * weight_decay`` before the
+update, qhoptim's ``decouple_weight_decay``). The first moment's bias correction uses the
+running product of the beta1 values this parameter was updated with (torch NAdam's trick;
+qhoptim gets the same effect with its ``beta1_weight``), which is ``1 - beta1**t`` for a
+constant beta1 and stays exact when a ``MomentumScheduler`` moves ``betas[0]`` (torch's Adam
+would use the current beta1, which is wrong once it moves). The paper recommends
+``nus = (0.7, 1.0)`` with ``betas = (0.995, 0.999)``.
+
+How it runs fast (``nu2 = 1`` and ``nu1 > 0``): torch's fused Adam kernel, with its bias
+corrections off (step = +inf) and ours folded into its lr and eps, computes
+``e = lerp(e, g, 1 - b); theta -= lr' e / (sqrt(v) + eps')``. The numerator
+``(1-nu1) g + nu1 m_t / bc1`` is ``A m_{t-1} + B g`` with ``A = nu1 beta1 / bc1`` and
+``B = nu1 (1-beta1) / bc1 + 1 - nu1``, so a call with ``b = A / (A + B)`` and
+``lr' = lr (A + B) sqrt(bc2)`` makes the QHAdam step, leaving ``e = lerp(m_{t-1}, g, B/(A+B))``;
+one more pass, ``m_t = lerp(e, g, -bc1 (1 - nu1) / nu1)``, restores the first moment. The two
+passes run batch by batch so that the second one reads from cache. ``nu1 = 1`` needs no second
+pass; ``nu2 != 1`` and ``nu1 < 0.25`` use the for-loop.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ._base import group_by_device_dtype, use_fused
+from ._common import (
+    ValidatedOptimizer,
+    cache_batches,
+    effective_grads,
+    flag,
+    momentum_value,
+    nonnegative,
+    pair,
+    params_with_grad,
+    unit_interval,
+)
+
+__all__ = ["QHAdam"]
+
+# Below this nu1 the restoring lerp, m = lerp(e, g, -bc1 (1 - nu1) / nu1), would amplify the
+# kernel's rounding of e by more than 1 + (1 - nu1) / nu1 = 4: the for-loop is used instead.
+MIN_FUSED_NU1 = 0.25
+
+# The fused kernel computes 1 - beta**step for its bias corrections; step = inf makes both 1.
+_INF_STEP: dict[torch.device, Tensor] = {}
+
+
+def _inf_step(device: torch.device) -> Tensor:
+    if device not in _INF_STEP:
+        _INF_STEP[device] = torch.tensor(math.inf, device=device)
+    return _INF_STEP[device]
+
+
+class QHAdam(ValidatedOptimizer):
+    r"""Quasi-hyperbolic Adam (Ma & Yarats, ICLR 2019).
+
+    Args:
+        params: parameters or parameter groups (each may set its own ``lr``, ``betas``,
+            ``nus``, ...).
+        lr: learning rate.
+        betas: ``(beta1, beta2)``, each in [0, 1).
+        nus: ``(nu1, nu2)``, each in [0, 1]; ``(1, 1)`` is Adam.
+        eps: added to the denominator, outside the square root.
+        weight_decay: coupled L2 (added to the gradient) unless ``decoupled_weight_decay``.
+        decoupled_weight_decay: ``theta *= 1 - lr * weight_decay`` before the update.
+        maximize: maximize the objective instead of minimizing.
+        fused: use torch's fused Adam kernel (default: where the tensors allow and the
+            settings fit it, see the module docstring). ``False`` forces the for-loop.
+
+    ``MomentumScheduler`` schedules ``betas[0]``, with exact bias correction. Exactness: with
+    ``nus=(1, 1)`` and ``fused=False`` this is ``torch.optim.Adam(foreach=False)`` (or AdamW
+    with ``decoupled_weight_decay``) bit for bit in our tests; the fused path equals it to
+    float rounding.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        nus: tuple[float, float] = (1.0, 1.0),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        *,
+        decoupled_weight_decay: bool = False,
+        maximize: bool = False,
+        fused: bool | None = None,
+    ) -> None:
+        defaults = {
+            "lr": lr,
+            "betas": betas,
+            "nus": nus,
+            "eps": eps,
+            "weight_decay": weight_decay,
+            "decoupled_weight_decay": decoupled_weight_decay,
+            "maximize": maximize,
+            "fused": fused,
+        }
+        super().__init__(params, defaults)
+
+    def _validate_group(self, group: dict[str, Any]) -> None:
+        nonnegative("lr", group["lr"])
+        beta1, beta2 = pair("betas", group["betas"], "a pair (beta1, beta2) in [0, 1)")
+        momentum_value("betas[0]", beta1)
+        momentum_value("betas[1]", beta2)
+        nu1, nu2 = pair("nus", group["nus"], "a pair (nu1, nu2) in [0, 1]")
+        unit_interval("nus[0]", nu1)
+        unit_interval("nus[1]", nu2)
+        nonnegative("eps", group["eps"])
+        nonnegative("weight_decay", group["weight_decay"])
+        flag("decoupled_weight_decay", group["decoupled_weight_decay"])
+        flag("maximize", group["maximize"])
+        use_fused(group["fused"], group["params"])
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """Perform one optimization step."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params = params_with_grad(self, group)
+            if not params:
+                continue
+            moments = self._advance(group, params)
+            grads = [p.grad for p in params]
+            nu1, nu2 = group["nus"]
+            if use_fused(group["fused"], params) and nu2 == 1 and nu1 >= MIN_FUSED_NU1:
+                _qhadam_fused(params, grads, moments, group)
+            else:
+                _qhadam_loop(params, grads, moments, group)
+        return loss
+
+    def _advance(
+        self, group: dict[str, Any], params: list[Tensor]
+    ) -> list[tuple[Tensor, Tensor, float, float]]:
+        """Advance each parameter's counters: ``(exp_avg, exp_avg_sq, bc1, bc2)`` per parameter."""
+        beta1, beta2 = group["betas"]
+        out = []
+        for p in params:
+            state = self.state[p]
+            if not state:
+                state["step"] = 0
+                state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["beta1_product"] = 1.0
+            state["step"] += 1
+            state["beta1_product"] *= beta1
+            bc1 = 1.0 - state["beta1_product"]
+            bc2 = 1.0 - beta2 ** state["step"]
+            out.append((state["exp_avg"], state["exp_avg_sq"], bc1, bc2))
+        return out
+
+
+def _qhadam_loop(
+    params: list[Tensor],
+    grads: list[Tensor],
+    moments: list[tuple[Tensor, Tensor, float, float]],
+    group: dict[str, Any],
+) -> None:
+    """The update op by op (for ``nus=(1, 1)``: torch's single-tensor Adam, op for op)."""
+    lr, eps, wd = group["lr"], group["eps"], group["weight_decay"]
+    (beta1, beta2), (nu1, nu2) = group["betas"], group["nus"]
+    for param, grad, (exp_avg, exp_avg_sq, bc1, bc2) in zip(params, grads, moments, strict=True):
+        g = grad.neg() if group["maximize"] else grad
+        if wd != 0:
+            if group["decoupled_weight_decay"]:
+                param.mul_(1 - lr * wd)
+            else:
+                g = g.add(param, alpha=wd)
+        exp_avg.lerp_(g, 1 - beta1)
+        exp_avg_sq.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+        if nu2 == 1:
+            denom = (exp_avg_sq.sqrt() / bc2**0.5).add_(eps)
+        else:
+            denom = exp_avg_sq.mul(nu2 / bc2).addcmul_(g, g, value=1 - nu2).sqrt_().add_(eps)
+        if nu1 == 1:
+            param.addcdiv_(exp_avg, denom, value=-(lr / bc1))
+        else:
+            numerator = g.mul(1 - nu1).add_(exp_avg, alpha=nu1 / bc1)
+            param.addcdiv_(numerator, denom, value=-lr)
+
+
+def _qhadam_fused(
+    params: list[Tensor],
+    grads: list[Tensor],
+    moments: list[tuple[Tensor, Tensor, float, float]],
+    group: dict[str, Any],
+) -> None:
+    """torch's fused Adam kernel plus, for ``nu1 < 1``, one lerp that restores ``m``."""
+    lr, eps, wd = group["lr"], group["eps"], group["weight_decay"]
+    beta1, beta2 = group["betas"]
+    nu1 = group["nus"][0]
+    decoupled, maximize = group["decoupled_weight_decay"], group["maximize"]
+    restore = nu1 != 1 and beta1 != 0  # beta1 = 0: the kernel leaves e = g = m already
+    if restore and (maximize or (wd != 0 and not decoupled)):
+        # the restoring lerp needs the gradient the kernel used
+        grads = effective_grads(params, grads, 0.0 if decoupled else wd, maximize)
+        maximize = False
+        if not decoupled:
+            wd = 0.0
+    kernel = torch._fused_adamw_ if decoupled else torch._fused_adam_
+    runs: dict[tuple[float, float], list[int]] = {}
+    for i, (_, _, bc1, bc2) in enumerate(moments):
+        runs.setdefault((bc1, bc2), []).append(i)
+    for (bc1, bc2), idx in runs.items():
+        if nu1 == 1:
+            total, kernel_beta1 = 1.0 / bc1, beta1
+        else:
+            a = nu1 * beta1 / bc1
+            total = nu1 / bc1 + 1.0 - nu1
+            kernel_beta1 = a / total
+        root = bc2**0.5
+        kernel_lr = lr * total * root
+        kernel_wd = wd
+        if decoupled and wd != 0:  # the kernel decays theta *= 1 - lr' wd': keep lr' wd' = lr wd
+            kernel_wd = lr * wd / kernel_lr if kernel_lr != 0 else 0.0
+        weight = -bc1 * (1.0 - nu1) / nu1
+        for p_run, g_run, m_run, v_run in group_by_device_dtype(
+            [params[i] for i in idx],
+            [grads[i] for i in idx],
+            [moments[i][0] for i in idx],
+            [moments[i][1] for i in idx],
+        ):
+            for batch in cache_batches(p_run) if restore else [list(range(len(p_run)))]:
+                ps = [p_run[j] for j in batch]
+                gs = [g_run[j] for j in batch]
+                ms = [m_run[j] for j in batch]
+                kernel(
+                    ps,
+                    gs,
+                    ms,
+                    [v_run[j] for j in batch],
+                    [],
+                    [_inf_step(ps[0].device)] * len(ps),
+                    lr=kernel_lr,
+                    beta1=kernel_beta1,
+                    beta2=beta2,
+                    weight_decay=kernel_wd,
+                    eps=eps * root,
+                    amsgrad=False,
+                    maximize=maximize,
+                )
+                if restore:
+                    torch._foreach_lerp_(ms, gs, weight)

@@ -1,0 +1,335 @@
+r"""YellowFin: momentum SGD whose learning rate and momentum are tuned on line (Zhang &
+Mitliagkas, "YellowFin and the Art of Momentum Tuning", SysML 2019 / arXiv 1706.03471).
+
+Each step measures, over all parameters together (the tuner is global, as the paper's):
+
+* curvature range: ``h = ||g||^2``; over a sliding window of the last ``curv_win_width``
+  values, ``h_max`` and ``h_min`` are EMAs (factor ``beta``) of the window's max and min. As in
+  the authors' code the window holds ``log(h + eps)`` and the EMAs smooth the logs, so
+  ``h_max = exp(EMA(max log h))``;
+* gradient variance ``C = EMA(||g||^2) - ||EMA(g)||^2`` (sum over coordinates, at least eps);
+* distance to the optimum ``D = EMA(EMA(||g||) / EMA(||g||^2))``;
+* zero-debiasing (``zero_debias=True``): every EMA above is divided by ``1 - beta**(t+1)``
+  (``EMA(g)`` in ``C`` squared, hence by its square), with ``t`` the step count from 0.
+
+Then SingleStep: ``x = sqrt(mu)`` minimises ``x^2 D^2 + (1 - x)^4 C / h_min^2``; with
+``y = x - 1`` this is the cubic ``y^3 + p y + p = 0``, ``p = D^2 h_min^2 / (2 C)``, whose real
+root comes from Vieta's substitution ``w^3 = (-p - sqrt(p^2 + 4 p^3 / 27)) / 2``,
+``y = w - p / (3 w)``. (eps = 1e-6 is added to ``D``, ``h_min``, ``C``, ``w`` and ``h_max`` in
+these formulas, as in the authors' code.) Then
+
+.. math::
+
+    \mu^* = \max\left(x^2, \left(\frac{\sqrt{h_{max}/h_{min}} - 1}
+                                        {\sqrt{h_{max}/h_{min}} + 1}\right)^2\right),
+    \qquad \alpha^* = \frac{(1 - \sqrt{\mu^*})^2}{h_{min}}
+
+smoothed ``mu <- beta mu + (1 - beta) mu*``, ``alpha <- beta alpha + (1 - beta) alpha*``
+(``smooth=False`` applies ``mu*, alpha*`` directly). The update is momentum SGD in torch's
+convention with the tuned values: ``buf = mu buf + g`` (``buf = g`` on the first step),
+``theta -= lr * alpha * buf``.
+
+Choices (stated here and in docs/reference-optimizers.md):
+
+* ``lr`` is a *factor* on the tuned learning rate (the authors' ``lr_factor``), default 1.
+  It lives in ``group["lr"]``, so torch's LR schedulers compose with the tuner;
+  :meth:`YellowFin.get_last_lr` reports the applied ``lr * alpha``.
+* The tuner starts from ``initial_lr`` (alpha, default 1e-3) and ``initial_momentum`` (mu,
+  default 0.0); those apply until the tuner has seen two gradients (the first step's
+  statistics give no variance), and the smoothing starts from them, so with ``beta = 0.999``
+  they weigh for about a thousand steps: a warm-up. The paper's setup starts from alpha = 1.0,
+  which with the smoothing diverged on a small MLP in our checks; ``smooth=False`` makes the
+  start matter for one step only.
+* Order within ``step()``: the statistics take this step's gradient, then the tuned values
+  are applied to it (the paper's Algorithm 1).
+* ``g`` includes ``maximize`` and coupled weight decay, for the update and the statistics.
+  Parameters without a gradient on a step take no part in that step's statistics.
+* Left out: the authors' sparsity debiasing (for sparse embedding gradients) and their
+  adaptive gradient clipping. ``momentum`` is not a group hyperparameter: there is nothing
+  for ``MomentumScheduler`` to move.
+* The tuner's state (floats and the window) lives in the first parameter's state under
+  ``"yellowfin"`` (as torch's LBFGS keeps its own), so ``state_dict()`` round-trips it.
+* A non-finite or out-of-range root (extreme statistics) is clipped to [0, 1].
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..errors import invalid
+from ._base import group_by_device_dtype, use_fused
+from ._common import (
+    ValidatedOptimizer,
+    cache_batches,
+    effective_grads,
+    flag,
+    momentum_value,
+    nonnegative,
+    number,
+    params_with_grad,
+)
+
+__all__ = ["YellowFin", "single_step"]
+
+TUNER_KEY = "yellowfin"
+
+
+def single_step(
+    h_min: float, h_max: float, grad_var: float, dist_to_opt: float, eps: float = 1e-6
+) -> tuple[float, float]:
+    """The SingleStep solution ``(mu*, alpha*)`` from the measured statistics (pure)."""
+    p = (dist_to_opt + eps) ** 2 * (h_min + eps) ** 2 / 2 / (grad_var + eps)
+    w3 = (-math.sqrt(p * p + 4.0 / 27.0 * p * p * p) - p) / 2.0
+    w = math.copysign(abs(w3) ** (1.0 / 3.0), w3)
+    x = w - p / 3.0 / (w + eps) + 1.0
+    x = min(max(x, 0.0), 1.0) if math.isfinite(x) else 0.0
+    ratio = math.sqrt((h_max + eps) / (h_min + eps))
+    mu = max(x * x, ((ratio - 1.0) / (ratio + 1.0)) ** 2)
+    lr = (1.0 - math.sqrt(mu)) ** 2 / (h_min + eps)
+    return mu, lr
+
+
+class YellowFin(ValidatedOptimizer):
+    r"""YellowFin (Zhang & Mitliagkas): momentum SGD with a closed-loop lr/momentum tuner.
+
+    Args:
+        params: parameters or parameter groups (each may set its own ``lr`` factor,
+            ``weight_decay``, ``maximize``, ``fused``); the tuner is shared by all groups.
+        lr: factor on the tuned learning rate (the authors' ``lr_factor``).
+        beta: smoothing factor of every tuner EMA, in [0, 1).
+        curv_win_width: length of the sliding window of curvature estimates.
+        zero_debias: divide the EMAs by ``1 - beta**(t+1)``.
+        weight_decay: coupled L2 penalty added to the gradient.
+        initial_lr: the tuned learning rate before tuning starts (smoothing starts here).
+        initial_momentum: the momentum before tuning starts.
+        smooth: apply the EMA-smoothed ``mu`` and ``alpha`` (paper); ``False`` applies the
+            values solved at this step.
+        eps: the tuner's guard against division by zero (the authors' 1e-6).
+        maximize: maximize the objective instead of minimizing.
+        fused: use torch's fused SGD kernel for the update (default: where the tensors allow).
+
+    :meth:`get_last_lr` and :meth:`get_last_momentum` report the values applied at the last
+    step (before any step: those the first step will apply); :attr:`tuner` the statistics.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = 1.0,
+        beta: float = 0.999,
+        curv_win_width: int = 20,
+        zero_debias: bool = True,
+        weight_decay: float = 0.0,
+        *,
+        initial_lr: float = 1e-3,
+        initial_momentum: float = 0.0,
+        smooth: bool = True,
+        eps: float = 1e-6,
+        maximize: bool = False,
+        fused: bool | None = None,
+    ) -> None:
+        defaults = {"lr": lr, "weight_decay": weight_decay, "maximize": maximize, "fused": fused}
+        super().__init__(params, defaults)
+        momentum_value("beta", beta)
+        if isinstance(curv_win_width, bool) or not isinstance(curv_win_width, int):
+            raise invalid("curv_win_width", curv_win_width, "integers >= 1")
+        if curv_win_width < 1:
+            raise invalid("curv_win_width", curv_win_width, "integers >= 1")
+        flag("zero_debias", zero_debias)
+        flag("smooth", smooth)
+        nonnegative("initial_lr", initial_lr)
+        momentum_value("initial_momentum", initial_momentum)
+        number("eps", eps, "numbers > 0", lambda v: v > 0)
+        self.state[self.param_groups[0]["params"][0]][TUNER_KEY] = {
+            "beta": float(beta),
+            "curv_win_width": curv_win_width,
+            "zero_debias": zero_debias,
+            "smooth": smooth,
+            "eps": float(eps),
+            "step": 0,
+            "lr": float(initial_lr),
+            "momentum": float(initial_momentum),
+            "curv_win": [],
+            "h_min_avg": 0.0,
+            "h_max_avg": 0.0,
+            "grad_norm_squared_avg": 0.0,
+            "grad_norm_avg": 0.0,
+            "dist_to_opt_avg": 0.0,
+            "h_min": 0.0,
+            "h_max": 0.0,
+            "grad_var": 0.0,
+            "dist_to_opt": 0.0,
+        }
+
+    def _validate_group(self, group: dict[str, Any]) -> None:
+        nonnegative("lr", group["lr"])
+        nonnegative("weight_decay", group["weight_decay"])
+        flag("maximize", group["maximize"])
+        use_fused(group["fused"], group["params"], dtensor_ok=False)
+
+    @property
+    def tuner(self) -> dict[str, Any]:
+        """The tuner's state: settings, statistics and the current ``lr`` (alpha), ``momentum``."""
+        return self.state[self.param_groups[0]["params"][0]][TUNER_KEY]
+
+    def get_last_lr(self) -> list[float]:
+        """The learning rate applied at the last step, ``group lr * alpha``, per group."""
+        alpha = self.tuner["lr"]
+        return [float(g["lr"]) * alpha for g in self.param_groups]
+
+    def get_last_momentum(self) -> list[float]:
+        """The momentum applied at the last step (the same for every group)."""
+        return [self.tuner["momentum"]] * len(self.param_groups)
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """Measure, tune, then take one momentum-SGD step with the tuned lr and momentum."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        tuner = self.tuner
+        work = []
+        for group in self.param_groups:
+            params = params_with_grad(self, group)
+            if params:
+                grads = effective_grads(
+                    params, [p.grad for p in params], group["weight_decay"], group["maximize"]
+                )
+                work.append((group, params, grads))
+        if not work:
+            return loss
+        all_params = [p for _, params, _ in work for p in params]
+        all_grads = [g for _, _, grads in work for g in grads]
+        averages = []
+        for p in all_params:
+            state = self.state[p]
+            if "grad_avg" not in state:
+                state["grad_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            averages.append(state["grad_avg"])
+        grad_sq, avg_sq = _measure(all_grads, averages, 1.0 - tuner["beta"])
+        _tune(tuner, grad_sq, avg_sq)
+        mu = tuner["momentum"]
+        for group, params, grads in work:
+            buffers = [self.state[p].get("momentum_buffer") for p in params]
+            _momentum_sgd(
+                params,
+                grads,
+                buffers,
+                lr=group["lr"] * tuner["lr"],
+                momentum=mu,
+                fused=use_fused(group["fused"], params, dtensor_ok=False),
+            )
+            for p, buf in zip(params, buffers, strict=True):
+                self.state[p]["momentum_buffer"] = buf
+        return loss
+
+
+def _measure(grads: list[Tensor], averages: list[Tensor], weight: float) -> tuple[float, float]:
+    """``(||g||^2, ||EMA(g)||^2)`` after ``EMA(g) <- lerp(EMA(g), g, weight)``, as floats.
+
+    Batch by batch, so that the three passes over a batch read it from cache; one sync per
+    device at the end.
+    """
+    partial: dict[torch.device, list[Tensor]] = {}
+    for run_g, run_avg in group_by_device_dtype(grads, averages):
+        for batch in cache_batches(run_g):
+            gs = [run_g[j] for j in batch]
+            avgs = [run_avg[j] for j in batch]
+            grad_sq = torch.stack(torch._foreach_norm(gs)).double().square().sum()
+            torch._foreach_lerp_(avgs, gs, weight)
+            avg_sq = torch.stack(torch._foreach_norm(avgs)).double().square().sum()
+            partial.setdefault(gs[0].device, []).append(torch.stack([grad_sq, avg_sq]))
+    total = [0.0, 0.0]
+    for sums in partial.values():
+        grad_sq, avg_sq = torch.stack(sums).sum(0).tolist()
+        total = [total[0] + grad_sq, total[1] + avg_sq]
+    return total[0], total[1]
+
+
+def _tune(tuner: dict[str, Any], grad_sq: float, avg_sq: float) -> None:
+    """Advance the tuner by one step: ``grad_sq = ||g||^2``, ``avg_sq = ||EMA(g)||^2``."""
+    beta, eps, k = tuner["beta"], tuner["eps"], tuner["step"]
+    tuner["grad_norm_squared_avg"] = beta * tuner["grad_norm_squared_avg"] + (1 - beta) * grad_sq
+    # curvature range over the window of log(h + eps)
+    window, width = tuner["curv_win"], tuner["curv_win_width"]
+    log_h = math.log(grad_sq + eps)
+    if len(window) < width:
+        window.append(log_h)
+    else:
+        window[k % width] = log_h
+    tuner["h_min_avg"] = beta * tuner["h_min_avg"] + (1 - beta) * min(window)
+    tuner["h_max_avg"] = beta * tuner["h_max_avg"] + (1 - beta) * max(window)
+    debias = 1.0 - beta ** (k + 1) if tuner["zero_debias"] else 1.0
+    tuner["h_min"] = math.exp(tuner["h_min_avg"] / debias)
+    tuner["h_max"] = math.exp(tuner["h_max_avg"] / debias)
+    # gradient variance
+    variance = tuner["grad_norm_squared_avg"] / debias - avg_sq / debias**2
+    tuner["grad_var"] = max(variance, eps)
+    # distance to the optimum
+    tuner["grad_norm_avg"] = beta * tuner["grad_norm_avg"] + (1 - beta) * math.sqrt(grad_sq)
+    ratio = tuner["grad_norm_avg"] / (tuner["grad_norm_squared_avg"] + eps)
+    tuner["dist_to_opt_avg"] = beta * tuner["dist_to_opt_avg"] + (1 - beta) * ratio
+    tuner["dist_to_opt"] = tuner["dist_to_opt_avg"] / debias
+    if k > 0:
+        mu, lr = single_step(
+            tuner["h_min"], tuner["h_max"], tuner["grad_var"], tuner["dist_to_opt"], eps
+        )
+        if tuner["smooth"]:
+            mu = beta * tuner["momentum"] + (1 - beta) * mu
+            lr = beta * tuner["lr"] + (1 - beta) * lr
+        tuner["momentum"], tuner["lr"] = mu, lr
+    tuner["step"] = k + 1
+
+
+def _momentum_sgd(
+    params: list[Tensor],
+    grads: list[Tensor],
+    momentum_buffers: list[Tensor | None],
+    *,
+    lr: float,
+    momentum: float,
+    fused: bool,
+) -> None:
+    """``buf = momentum buf + g`` (``buf = g`` on a first step); ``theta -= lr buf``.
+
+    Unlike torch's SGD, a momentum of 0 still refreshes the buffer (``buf = g``).
+    """
+    if not fused:
+        for i, (param, g) in enumerate(zip(params, grads, strict=True)):
+            buf = momentum_buffers[i]
+            if buf is None:
+                buf = torch.clone(g).detach()
+                momentum_buffers[i] = buf
+            else:
+                buf.mul_(momentum).add_(g)
+            param.add_(buf, alpha=-lr)
+        return
+    fresh = {i for i, b in enumerate(momentum_buffers) if b is None}
+    for i in fresh:
+        momentum_buffers[i] = torch.empty_like(grads[i], memory_format=torch.preserve_format)
+    for first_step in (True, False):
+        # momentum 0 is buf = g: the kernel's first-step branch (its momentum must be nonzero)
+        idx = [i for i in range(len(params)) if first_step == (i in fresh or momentum == 0)]
+        if not idx:
+            continue
+        for p_run, g_run, b_run in group_by_device_dtype(
+            [params[i] for i in idx], [grads[i] for i in idx], [momentum_buffers[i] for i in idx]
+        ):
+            torch._fused_sgd_(
+                p_run,
+                g_run,
+                b_run,
+                weight_decay=0.0,
+                momentum=momentum if momentum != 0 else 1.0,
+                lr=lr,
+                dampening=0.0,
+                nesterov=False,
+                maximize=False,
+                is_first_step=first_step,
+            )

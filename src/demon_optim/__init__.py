@@ -5,17 +5,21 @@
 
 from . import schedules
 from .errors import ConfigError
-from .optim import DemonAdam, DemonAdamW, DemonSGD
+from .optim import QHM, AggMo, DemonAdam, DemonAdamW, DemonSGD, QHAdam, YellowFin
 from .scheduler import MomentumScheduler
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "QHM",
+    "AggMo",
     "ConfigError",
     "DemonAdam",
     "DemonAdamW",
     "DemonSGD",
     "MomentumScheduler",
+    "QHAdam",
+    "YellowFin",
     "__version__",
     "schedules",
 ]

@@ -99,6 +99,21 @@ def _momentum_range(field: str, value: object) -> tuple[float, float]:
     return (top, low)
 
 
+def _closed_unit_interval(field: str, value: object) -> float:
+    allowed = "numbers in [0, 1]"
+    number = _number(field, value, allowed)
+    if not 0.0 <= number <= 1.0:
+        raise invalid(field, value, allowed)
+    return number
+
+
+def _betas(field: str, value: object) -> tuple[float, ...]:
+    allowed = "non-empty lists of numbers in [0, 1), e.g. [0, 0.9, 0.99]"
+    if not isinstance(value, list | tuple) or not value:
+        raise invalid(field, value, allowed)
+    return tuple(_unit_interval(field, v) for v in value)
+
+
 def _milestones(field: str, value: object) -> tuple[float, ...]:
     allowed = "increasing lists of fractions in (0, 1), e.g. [0.5, 0.75]"
     if not isinstance(value, list | tuple) or not value:
@@ -153,6 +168,20 @@ MILESTONES = Hyperparameter(
 )
 DELAY = Hyperparameter(
     "delay", (0.0,), _unit_interval, "fraction of the run before the Demon decay starts"
+)
+# The reference optimizers' own hyperparameters, at the defaults their papers recommend.
+QHM_MOMENTUM = Hyperparameter(
+    "momentum", (0.999,), _unit_interval, "QHM beta (EMA factor of the momentum buffer)"
+)
+QHADAM_MOMENTUM = Hyperparameter("momentum", (0.995,), _unit_interval, "QHAdam beta1")
+NU = Hyperparameter(
+    "nu", (0.7,), _closed_unit_interval, "QHM nu / QHAdam nu1: weight of the momentum in a step"
+)
+AGGMO_BETAS = Hyperparameter(
+    "betas", ((0.0, 0.9, 0.99),), _betas, "AggMo damping factors (one buffer each)"
+)
+LR_FACTOR = Hyperparameter(
+    "lr", (1.0,), _positive, "YellowFin: factor on the learning rate its tuner sets"
 )
 
 
@@ -250,6 +279,40 @@ def _demon_adam(
     )
 
 
+def _qhm(params: Iterable[Any], hp: Mapping[str, Any], budget: Budget) -> torch.optim.Optimizer:
+    from demon_optim import QHM
+
+    return QHM(
+        params, lr=hp["lr"], momentum=hp["momentum"], nu=hp["nu"], weight_decay=hp["weight_decay"]
+    )
+
+
+def _qhadam(params: Iterable[Any], hp: Mapping[str, Any], budget: Budget) -> torch.optim.Optimizer:
+    from demon_optim import QHAdam
+
+    return QHAdam(
+        params,
+        lr=hp["lr"],
+        betas=(hp["momentum"], 0.999),
+        nus=(hp["nu"], 1.0),
+        weight_decay=hp["weight_decay"],
+    )
+
+
+def _aggmo(params: Iterable[Any], hp: Mapping[str, Any], budget: Budget) -> torch.optim.Optimizer:
+    from demon_optim import AggMo
+
+    return AggMo(params, lr=hp["lr"], betas=hp["betas"], weight_decay=hp["weight_decay"])
+
+
+def _yellowfin(
+    params: Iterable[Any], hp: Mapping[str, Any], budget: Budget
+) -> torch.optim.Optimizer:
+    from demon_optim import YellowFin
+
+    return YellowFin(params, lr=hp["lr"], weight_decay=hp["weight_decay"])
+
+
 OptimizerBuilder = Callable[[Iterable[Any], Mapping[str, Any], Budget], torch.optim.Optimizer]
 
 OPTIMIZERS: dict[str, OptimizerBuilder] = {
@@ -259,6 +322,10 @@ OPTIMIZERS: dict[str, OptimizerBuilder] = {
     "adamw": _adamw,
     "demon-sgd": _demon_sgd,
     "demon-adam": _demon_adam,
+    "qhm": _qhm,
+    "qhadam": _qhadam,
+    "aggmo": _aggmo,
+    "yellowfin": _yellowfin,
 }
 
 
@@ -355,18 +422,29 @@ MOMENTUM_SCHEDULES: dict[str, ScheduleBuilder] = {
     "cosine": _momentum_shape("cosine"),
     "linear": _momentum_shape("linear"),
     "exponential": _momentum_shape("exponential"),
+    "tuned": _no_schedule,  # YellowFin's tuner sets lr and momentum every step
 }
 
 
 def _applied_reader(opt: torch.optim.Optimizer) -> Callable[[], tuple[float, float]]:
-    """(lr, momentum) that the last optimizer.step() used, read from the optimizer."""
+    """(lr, momentum) that the last optimizer.step() used, read from the optimizer.
+
+    An optimizer that reports them (``get_last_lr()``: YellowFin, whose ``group["lr"]`` is a
+    factor on its tuned rate; ``get_last_momentum()``: Demon, AggMo, YellowFin) is asked;
+    otherwise they are read from the first parameter group.
+    """
     group = opt.param_groups[0]
+    last_lr = getattr(opt, "get_last_lr", None)
     last_momentum = getattr(opt, "get_last_momentum", None)
+
+    def lr() -> float:
+        return float(last_lr()[0]) if last_lr is not None else float(group["lr"])
+
     if last_momentum is not None:  # Demon: the group keeps beta_init, the optimizer reports
-        return lambda: (float(group["lr"]), float(last_momentum()[0]))
+        return lambda: (lr(), float(last_momentum()[0]))
     if "betas" in group:
-        return lambda: (float(group["lr"]), float(group["betas"][0]))
-    return lambda: (float(group["lr"]), float(group["momentum"]))
+        return lambda: (lr(), float(group["betas"][0]))
+    return lambda: (lr(), float(group["momentum"]))
 
 
 # --- the method -------------------------------------------------------------------------------
@@ -595,6 +673,63 @@ register(
         momentum_schedule="constant",
         hyperparameters=(_lr(ADAM.lr), MOMENTUM, DECOUPLED_WEIGHT_DECAY),
         summary="AdamW (torch AdamW, decoupled weight decay), constant lr; reference",
+        reference=True,
+    )
+)
+
+
+# The paper's other momentum methods, reported beside its ranking (docs/reference-optimizers.md).
+register(
+    Method(
+        name="qhm+lr-step",
+        family="sgdm",
+        optimizer="qhm",
+        lr_schedule="step",
+        momentum_schedule="constant",
+        hyperparameters=(
+            _lr((0.1, 0.3, 1.0, 3.0)),  # QHM's lr is SGD momentum's lr / (1 - beta)
+            QHM_MOMENTUM,
+            NU,
+            WEIGHT_DECAY,
+            MILESTONES,
+        ),
+        summary="QHM (quasi-hyperbolic momentum), lr x0.1 at milestone epochs; reference",
+        reference=True,
+    )
+)
+register(
+    Method(
+        name="aggmo+lr-step",
+        family="sgdm",
+        optimizer="aggmo",
+        lr_schedule="step",
+        momentum_schedule="constant",
+        hyperparameters=(_lr((0.003, 0.01, 0.03, 0.1)), AGGMO_BETAS, WEIGHT_DECAY, MILESTONES),
+        summary="AggMo (aggregated momentum), lr x0.1 at milestone epochs; reference",
+        reference=True,
+    )
+)
+register(
+    Method(
+        name="qhadam",
+        family="adam",
+        optimizer="qhadam",
+        lr_schedule="constant",
+        momentum_schedule="constant",
+        hyperparameters=(_lr(ADAM.lr), QHADAM_MOMENTUM, NU, WEIGHT_DECAY),
+        summary="QHAdam (betas=(momentum, 0.999), nus=(nu, 1)), constant lr; reference",
+        reference=True,
+    )
+)
+register(
+    Method(
+        name="yellowfin",
+        family="adam",
+        optimizer="yellowfin",
+        lr_schedule="constant",
+        momentum_schedule="tuned",
+        hyperparameters=(LR_FACTOR, WEIGHT_DECAY),
+        summary="YellowFin: lr and momentum tuned every step (lr: a factor); reference",
         reference=True,
     )
 )

@@ -62,6 +62,9 @@ def start(study: pathlib.Path, store: pathlib.Path) -> subprocess.Popen:
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,  # its own process group: driver and workers
+        # a shell's background jobs inherit SIGINT ignored, and Python then keeps ignoring
+        # it: give the study the disposition a terminal gives it
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 

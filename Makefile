@@ -12,7 +12,7 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet -c constraints.txt -e ".[study,images,dev]"
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[study,images,ray,dev]"
 	touch $(STAMP)
 
 quick: $(STAMP)  ## the main job: the `quick` study on MNIST-1D, then its results table

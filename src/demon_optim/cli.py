@@ -41,7 +41,26 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--store", type=pathlib.Path, help="results store (default: runs/<study>.sqlite)"
     )
-    run.add_argument("--workers", type=int, help="worker processes (default: one per CPU core)")
+    run.add_argument(
+        "--workers",
+        type=int,
+        help="trials run at once (default: one per CPU core; with --executor ray: one per "
+        "CPU of the cluster)",
+    )
+    run.add_argument(
+        "--executor",
+        choices=("local", "ray"),
+        default="local",
+        help="where trials run: worker processes on this machine (local, default) or tasks "
+        "on a Ray cluster (ray; pip install 'demon-optim[ray]'; see docs/cluster.md)",
+    )
+    run.add_argument(
+        "--address",
+        metavar="ADDR",
+        help="with --executor ray: the Ray cluster to use ('auto': the one `ray start` "
+        "started here; host:port; ray://host:10001); default: a local cluster started for "
+        "this run",
+    )
     run.add_argument("--no-progress", action="store_true", help="do not draw the progress bar")
     run.add_argument(
         "--data-dir",
@@ -128,7 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from demon_optim.study.executors import LocalExecutor, run_study
+    from demon_optim.study.executors import run_study
     from demon_optim.study.results import summarize, to_markdown
     from demon_optim.study.spec import expand, load_study
     from demon_optim.study.store import ResultStore
@@ -139,7 +158,7 @@ def _run(args: argparse.Namespace) -> int:
     _check_data(study)  # a missing data set stops the study here, before any training
     specs = expand(study)
     store_path = args.store or pathlib.Path("runs") / f"{study.name}.sqlite"
-    executor = LocalExecutor(args.workers)
+    executor = _executor(args)
     with ResultStore(store_path) as store:
         pending = len(store.pending(specs))
         print(
@@ -182,6 +201,18 @@ def _run(args: argparse.Namespace) -> int:
         _print_failures(failed)
         return EXIT_FAILED_TRIALS
     return 0
+
+
+def _executor(args: argparse.Namespace):
+    if args.executor == "ray":
+        from demon_optim.study.executors.ray import RayExecutor
+
+        return RayExecutor(address=args.address, workers=args.workers)
+    if args.address is not None:
+        raise ConfigError("--address: only with --executor ray")
+    from demon_optim.study.executors import LocalExecutor
+
+    return LocalExecutor(args.workers)
 
 
 def _check_data(study) -> None:

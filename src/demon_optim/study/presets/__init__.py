@@ -232,7 +232,7 @@ description = '''
 The paper's full protocol on every setting runnable without user files: all ranked methods
 of both families plus AMSGrad and AdamW, each on its default grid (learning rates in
 multiples of 3, momentum in 0.9/0.95/0.97), 5 seeds, each task's paper budget. Tens of
-thousands of trainings: meant for a cluster (docs/study.md, "Scaling out"). The CapsNet
+thousands of trainings: meant for a cluster (docs/cluster.md). The CapsNet
 setting (Adam family only) is paper-capsnet-cluster.'''
 tasks = [
     "fmnist-mlp", "fmnist-cnn", "fmnist-vae", "mnist10k-vae", "ptb-lstm", "ptb-lstm-small",

@@ -86,6 +86,7 @@ def _rank_main(rank: int, scenario: str, name: str, workdir: str) -> None:
         else:
             _fsdp(rank, name, pathlib.Path(workdir), scenario)
     finally:
+        dist.barrier()  # no rank tears gloo down while another still talks to it
         dist.destroy_process_group()
 
 

@@ -145,7 +145,7 @@ class RayExecutor:
         finally:
             for ref in running:
                 with contextlib.suppress(Exception):
-                    ray.cancel(ref, force=True)
+                    ray.cancel(ref, force=False)  # force=True races replies in Ray 2.60
 
     def _collect(self, ref: Any, spec: TrialSpec) -> TrialResult:
         """A finished task's result; a failed result if its worker died or Ray failed it."""

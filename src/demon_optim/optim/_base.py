@@ -32,6 +32,14 @@ def outside_compile(fn: Callable[..., Any]) -> Callable[..., Any]:
     return torch._disable_dynamo(fn)
 
 
+def evaluate_closure(closure: Callable[[], Any] | None) -> Any:
+    """The loss from ``closure`` (re-evaluated with gradients on), or None: torch's contract."""
+    if closure is None:
+        return None
+    with torch.enable_grad():
+        return closure()
+
+
 def user_stacklevel() -> int:
     """The ``stacklevel`` that makes a warning point at the first frame outside torch and us."""
     level, frame = 1, sys._getframe(1)
@@ -150,10 +158,7 @@ class ScheduledMomentumOptimizer(Optimizer):
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Perform one optimization step (advances every group's schedule by one)."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = evaluate_closure(closure)
         compiling = torch.compiler.is_compiling()
         betas = self._advance_schedules(as_tensors=compiling)
         for group, beta in zip(self.param_groups, betas, strict=True):

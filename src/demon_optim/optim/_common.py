@@ -16,6 +16,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from ..errors import invalid
+from ..schedules import check_momentum
 
 # The fast paths of QHAdam and AggMo make more than one pass over the same tensors (a kernel
 # call, then a correction or the next buffer). Done batch by batch, the second pass reads
@@ -40,7 +41,7 @@ def nonnegative(field: str, value: object) -> float:
 
 
 def momentum_value(field: str, value: object) -> float:
-    return number(field, value, "numbers in [0, 1)", lambda v: 0 <= v < 1)
+    return check_momentum(value, field)
 
 
 def unit_interval(field: str, value: object) -> float:

@@ -37,7 +37,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._base import group_by_device_dtype, use_fused
+from ._base import evaluate_closure, group_by_device_dtype, use_fused
 from ._common import (
     ValidatedOptimizer,
     flag,
@@ -102,10 +102,7 @@ class QHM(ValidatedOptimizer):
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Perform one optimization step."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = evaluate_closure(closure)
         for group in self.param_groups:
             params = params_with_grad(self, group)
             if not params:

@@ -62,7 +62,7 @@ import torch
 from torch import Tensor
 
 from ..errors import invalid
-from ._base import group_by_device_dtype, use_fused
+from ._base import evaluate_closure, group_by_device_dtype, use_fused
 from ._common import (
     ValidatedOptimizer,
     cache_batches,
@@ -189,10 +189,7 @@ class YellowFin(ValidatedOptimizer):
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Measure, tune, then take one momentum-SGD step with the tuned lr and momentum."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = evaluate_closure(closure)
         tuner = self.tuner
         work = []
         for group in self.param_groups:

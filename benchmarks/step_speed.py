@@ -8,6 +8,7 @@ equivalent measured in the same run (SGD for QHM, AggMo and YellowFin, Adam for 
 AggMo's ratio is per buffer (its step time over K torch SGD steps). "GB/s" counts the bytes an
 ideal one-pass update must move (SGD: read p, g, buf, write p, buf; Adam: read p, g, m, v,
 write p, m, v; AggMo: p, g and K buffers; YellowFin: SGD's plus its gradient average).
+The compiled QHAdam rows compile during the warm-up steps (tens of seconds on a CPU).
 
     python benchmarks/step_speed.py              # the README's figures
     python benchmarks/step_speed.py --rounds 50 --numel 5e6 --tensors 20
@@ -88,6 +89,10 @@ def candidates(total_steps: int) -> dict[str, dict[str, Factory]]:
             "QHAdam(nus=(1, 1))": lambda p: QHAdam(p, lr=1e-3),
             "QHAdam(fused=False)": lambda p: QHAdam(p, **qhadam, fused=False),
             "QHAdam(nus=(0.7, 0.9))": lambda p: QHAdam(p, lr=1e-3, nus=(0.7, 0.9)),
+            "QHAdam(compiled=True)": lambda p: QHAdam(p, **qhadam, compiled=True),
+            "QHAdam(nus=(0.7, 0.9), compiled)": lambda p: QHAdam(
+                p, lr=1e-3, nus=(0.7, 0.9), compiled=True
+            ),
             **torch_adam,
         },
         "yellowfin": {
@@ -152,13 +157,13 @@ def report(times: dict[str, dict[str, list[float]]], numel: int) -> None:
             f"\n{family.upper()}: {numel / 1e6:.1f}M float32 values, fastest torch: "
             f"{torch_best[1]} ({torch_best[0] * 1e3:.2f} ms)"
         )
-        print(f"  {'implementation':<26}{'median ms':>10}{'GB/s':>8}{'vs fastest torch':>18}")
+        print(f"  {'implementation':<34}{'median ms':>10}{'GB/s':>8}{'vs fastest torch':>18}")
         for name, t in medians.items():
             gbs = bytes_per_value(family, name) * numel / t / 1e9
             per = PER_BUFFER.get(name, 1)
             note = f" per buffer ({per} buffers)" if per > 1 else ""
             ratio = t / per / torch_best[0]
-            print(f"  {name:<26}{t * 1e3:>10.2f}{gbs:>8.1f}{ratio:>17.2f}x{note}")
+            print(f"  {name:<34}{t * 1e3:>10.2f}{gbs:>8.1f}{ratio:>17.2f}x{note}")
 
 
 def main() -> None:

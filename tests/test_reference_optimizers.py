@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import io
 import math
+import os
+import shutil
 import warnings
 
 import numpy as np
 import pytest
 import torch
+from torch._dynamo.testing import CompileCounter
 
 from demon_optim import ConfigError, MomentumScheduler
 from demon_optim.optim import QHM, AggMo, QHAdam, YellowFin
+from demon_optim.optim import qhadam as qhadam_module
 from tests import reference as ref
 from tests import reference_others as ro
 
@@ -646,6 +650,67 @@ def test_yellowfin_state_dict_carries_the_tuner():
     assert fresh.tuner["curv_win_width"] == 3 and fresh.tuner["step"] == 5
 
 
+# --- QHAdam's compiled one-pass update ------------------------------------------------------
+
+QHADAM_NAMES = [name for name, (kind, _) in CONFIGS.items() if kind == "qhadam"]
+
+
+@pytest.fixture
+def compile_with(monkeypatch):
+    """Compile QHAdam's one-pass update with the given dynamo backend, from a clean cache."""
+
+    def use(backend) -> None:
+        torch._dynamo.reset()
+        compiled = torch.compile(qhadam_module._one_pass, fullgraph=True, backend=backend)
+        monkeypatch.setattr(qhadam_module, "_COMPILED", [compiled])
+
+    yield use
+    torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("name", QHADAM_NAMES)
+def test_compiled_update_matches_float64_reference(name, compile_with):
+    """Traced by dynamo and run through AOT autograd's graph (inductor's input), float64."""
+    compile_with("aot_eager")
+    kind, options = CONFIGS[name]
+    expected, _ = run_reference(kind, options)
+    params = initial_params(torch.float64)
+    train(build(kind, {**options, "compiled": True}, params, None), params)
+    assert close_to_reference(flat(params), expected, 1e-10)
+
+
+@pytest.mark.skipif(
+    shutil.which("g++") is None and os.environ.get("CI") != "true",
+    reason="inductor needs a C++ compiler on the CPU",
+)
+def test_compiled_update_with_inductor_matches_float64_reference(compile_with):
+    """The real thing, float32, on the general path (nu2 != 1, weight decay, groups whose
+    parameters miss gradients on some steps, so several compilations)."""
+    compile_with("inductor")
+    options = {"nus": (0.7, 0.9), "weight_decay": 1e-2}
+    expected, _ = run_reference("qhadam", options)
+    params = initial_params(torch.float32)
+    train(build("qhadam", {**options, "compiled": True}, params, None), params)
+    assert close_to_reference(flat(params), expected, 2e-5)
+
+
+def test_compiled_update_does_not_recompile_as_schedules_move(compile_with):
+    counter = CompileCounter()
+    compile_with(counter)
+    params = initial_params(torch.float32)
+    opt = QHAdam(params, lr=1e-2, betas=(0.95, 0.999), nus=(0.7, 0.9), compiled=True)
+    momentum = MomentumScheduler(opt, "demon", total_steps=40)
+    lr = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=40)
+    for k in range(40):
+        for p in params:  # every parameter has a gradient: one list of tensors throughout
+            p.grad = torch.full_like(p, math.sin(k))
+        opt.step()
+        momentum.step()
+        lr.step()
+    assert counter.frame_count == 1
+    assert opt.state[params[0]]["step"] == 40
+
+
 # --- bad input ---------------------------------------------------------------------------------
 
 BAD = [  # (class, arguments, the field the message must start with, the value it must show)
@@ -664,6 +729,8 @@ BAD = [  # (class, arguments, the field the message must start with, the value i
     (QHAdam, {"nus": 0.7}, "nus", "0.7"),
     (QHAdam, {"eps": -1e-8}, "eps", "-1e-08"),
     (QHAdam, {"weight_decay": -0.1}, "weight_decay", "-0.1"),
+    (QHAdam, {"compiled": 1}, "compiled", "1"),
+    (QHAdam, {"compiled": True, "fused": True}, "fused", "True"),
     (AggMo, {"betas": ()}, "betas", "()"),
     (AggMo, {"betas": (0.0, 0.9, 1.0)}, "betas[2]", "1.0"),
     (AggMo, {"betas": 0.9}, "betas", "0.9"),

@@ -33,6 +33,12 @@ corrections off (step = +inf) and ours folded into its lr and eps, computes
 one more pass, ``m_t = lerp(e, g, -bc1 (1 - nu1) / nu1)``, restores the first moment. The two
 passes run batch by batch so that the second one reads from cache. ``nu1 = 1`` needs no second
 pass; ``nu2 != 1`` and ``nu1 < 0.25`` use the for-loop.
+
+``compiled=True`` instead runs the whole update, for any ``nus``, as one pass per tensor that
+``torch.compile`` (inductor) generates: as fast as torch's fused Adam, at the price of a
+compilation on the first step (tens of seconds on a CPU; it needs a C++ compiler there) and
+one more whenever the list of parameters with gradients changes (torch's recompile limit, 8
+by default, then applies).
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..errors import invalid
 from ._base import evaluate_closure, group_by_device_dtype, use_fused
 from ._common import (
     ValidatedOptimizer,
@@ -88,6 +95,8 @@ class QHAdam(ValidatedOptimizer):
         maximize: maximize the objective instead of minimizing.
         fused: use torch's fused Adam kernel (default: where the tensors allow and the
             settings fit it, see the module docstring). ``False`` forces the for-loop.
+        compiled: run the update as one ``torch.compile``-generated pass per tensor (any
+            ``nus``; compiles on the first step). Excludes ``fused=True``.
 
     ``MomentumScheduler`` schedules ``betas[0]``, with exact bias correction. Exactness: with
     ``nus=(1, 1)`` and ``fused=False`` this is ``torch.optim.Adam(foreach=False)`` (or AdamW
@@ -107,6 +116,7 @@ class QHAdam(ValidatedOptimizer):
         decoupled_weight_decay: bool = False,
         maximize: bool = False,
         fused: bool | None = None,
+        compiled: bool = False,
     ) -> None:
         defaults = {
             "lr": lr,
@@ -117,6 +127,7 @@ class QHAdam(ValidatedOptimizer):
             "decoupled_weight_decay": decoupled_weight_decay,
             "maximize": maximize,
             "fused": fused,
+            "compiled": compiled,
         }
         super().__init__(params, defaults)
 
@@ -132,6 +143,8 @@ class QHAdam(ValidatedOptimizer):
         nonnegative("weight_decay", group["weight_decay"])
         flag("decoupled_weight_decay", group["decoupled_weight_decay"])
         flag("maximize", group["maximize"])
+        if flag("compiled", group.get("compiled", False)) and group["fused"]:
+            raise invalid("fused", group["fused"], "None or False with compiled=True")
         use_fused(group["fused"], group["params"])
 
     @torch.no_grad()
@@ -145,7 +158,9 @@ class QHAdam(ValidatedOptimizer):
             moments = self._advance(group, params)
             grads = [p.grad for p in params]
             nu1, nu2 = group["nus"]
-            if use_fused(group["fused"], params) and nu2 == 1 and nu1 >= MIN_FUSED_NU1:
+            if group.get("compiled", False):
+                _qhadam_compiled(params, grads, moments, group)
+            elif use_fused(group["fused"], params) and nu2 == 1 and nu1 >= MIN_FUSED_NU1:
                 _qhadam_fused(params, grads, moments, group)
             else:
                 _qhadam_loop(params, grads, moments, group)
@@ -263,3 +278,79 @@ def _qhadam_fused(
                 )
                 if restore:
                     torch._foreach_lerp_(ms, gs, weight)
+
+
+def _one_pass(
+    params: list[Tensor],
+    grads: list[Tensor],
+    exp_avgs: list[Tensor],
+    exp_avg_sqs: list[Tensor],
+    scalars: Tensor,
+    decoupled: bool,
+    maximize: bool,
+    weight_decay: bool,
+) -> None:
+    """The whole QHAdam update, written for ``torch.compile`` to fuse into one pass per tensor.
+
+    ``scalars`` is ``(lr, beta1, beta2, nu1, nu2, bc1, bc2, eps, weight_decay)``: as a tensor
+    they are graph inputs, so new learning rates, betas or bias corrections do not recompile.
+    """
+    lr, beta1, beta2, nu1, nu2, bc1, bc2, eps, wd = scalars.unbind()
+    for param, grad, exp_avg, exp_avg_sq in zip(params, grads, exp_avgs, exp_avg_sqs, strict=True):
+        g = -grad if maximize else grad
+        if weight_decay and decoupled:
+            param.mul_(1 - lr * wd)
+        elif weight_decay:
+            g = g + wd * param
+        exp_avg.lerp_(g, 1 - beta1)
+        exp_avg_sq.mul_(beta2).add_((1 - beta2) * g * g)
+        numerator = (1 - nu1) * g + (nu1 / bc1) * exp_avg
+        denom = ((1 - nu2) * g * g + (nu2 / bc2) * exp_avg_sq).sqrt() + eps
+        param.sub_(lr * numerator / denom)
+
+
+_COMPILED: list[Callable[..., None]] = []
+
+
+def _compiled_one_pass() -> Callable[..., None]:
+    """``_one_pass`` compiled once per process (torch.compile is imported only when used)."""
+    if not _COMPILED:
+        _COMPILED.append(torch.compile(_one_pass, fullgraph=True))
+    return _COMPILED[0]
+
+
+def _qhadam_compiled(
+    params: list[Tensor],
+    grads: list[Tensor],
+    moments: list[tuple[Tensor, Tensor, float, float]],
+    group: dict[str, Any],
+) -> None:
+    """One compiled call per run of parameters that share device, dtype and bias corrections."""
+    (beta1, beta2), (nu1, nu2) = group["betas"], group["nus"]
+    lr, eps, wd = group["lr"], group["eps"], group["weight_decay"]
+    runs: dict[tuple[float, float], list[int]] = {}
+    for i, (_, _, bc1, bc2) in enumerate(moments):
+        runs.setdefault((bc1, bc2), []).append(i)
+    update = _compiled_one_pass()
+    for (bc1, bc2), idx in runs.items():
+        for p_run, g_run, m_run, v_run in group_by_device_dtype(
+            [params[i] for i in idx],
+            [grads[i] for i in idx],
+            [moments[i][0] for i in idx],
+            [moments[i][1] for i in idx],
+        ):
+            scalars = torch.tensor(
+                [lr, beta1, beta2, nu1, nu2, bc1, bc2, eps, wd],
+                dtype=torch.float64,
+                device=p_run[0].device,
+            )
+            update(
+                p_run,
+                g_run,
+                m_run,
+                v_run,
+                scalars,
+                decoupled=group["decoupled_weight_decay"],
+                maximize=group["maximize"],
+                weight_decay=wd != 0,
+            )

@@ -216,6 +216,17 @@ def _qhadam_loop(
             param.addcdiv_(numerator, denom, value=-lr)
 
 
+def _same_bias_corrections(
+    moments: list[tuple[Tensor, Tensor, float, float]],
+) -> dict[tuple[float, float], list[int]]:
+    """Indices of the parameters per ``(bc1, bc2)``: one kernel call takes one pair of scalars
+    (parameters that missed gradients on some steps have their own)."""
+    runs: dict[tuple[float, float], list[int]] = {}
+    for i, (_, _, bc1, bc2) in enumerate(moments):
+        runs.setdefault((bc1, bc2), []).append(i)
+    return runs
+
+
 def _qhadam_fused(
     params: list[Tensor],
     grads: list[Tensor],
@@ -235,10 +246,7 @@ def _qhadam_fused(
         if not decoupled:
             wd = 0.0
     kernel = torch._fused_adamw_ if decoupled else torch._fused_adam_
-    runs: dict[tuple[float, float], list[int]] = {}
-    for i, (_, _, bc1, bc2) in enumerate(moments):
-        runs.setdefault((bc1, bc2), []).append(i)
-    for (bc1, bc2), idx in runs.items():
+    for (bc1, bc2), idx in _same_bias_corrections(moments).items():
         if nu1 == 1:
             total, kernel_beta1 = 1.0 / bc1, beta1
         else:
@@ -328,11 +336,8 @@ def _qhadam_compiled(
     """One compiled call per run of parameters that share device, dtype and bias corrections."""
     (beta1, beta2), (nu1, nu2) = group["betas"], group["nus"]
     lr, eps, wd = group["lr"], group["eps"], group["weight_decay"]
-    runs: dict[tuple[float, float], list[int]] = {}
-    for i, (_, _, bc1, bc2) in enumerate(moments):
-        runs.setdefault((bc1, bc2), []).append(i)
     update = _compiled_one_pass()
-    for (bc1, bc2), idx in runs.items():
+    for (bc1, bc2), idx in _same_bias_corrections(moments).items():
         for p_run, g_run, m_run, v_run in group_by_device_dtype(
             [params[i] for i in idx],
             [grads[i] for i in idx],

@@ -662,7 +662,7 @@ def compile_with(monkeypatch):
     def use(backend) -> None:
         torch._dynamo.reset()
         compiled = torch.compile(qhadam_module._one_pass, fullgraph=True, backend=backend)
-        monkeypatch.setattr(qhadam_module, "_COMPILED", [compiled])
+        monkeypatch.setattr(qhadam_module, "_compiled_one_pass", lambda: compiled)
 
     yield use
     torch._dynamo.reset()

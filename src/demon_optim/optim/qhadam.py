@@ -43,6 +43,7 @@ by default, then applies).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -317,14 +318,10 @@ def _one_pass(
         param.sub_(lr * numerator / denom)
 
 
-_COMPILED: list[Callable[..., None]] = []
-
-
+@functools.cache
 def _compiled_one_pass() -> Callable[..., None]:
     """``_one_pass`` compiled once per process (torch.compile is imported only when used)."""
-    if not _COMPILED:
-        _COMPILED.append(torch.compile(_one_pass, fullgraph=True))
-    return _COMPILED[0]
+    return torch.compile(_one_pass, fullgraph=True)
 
 
 def _qhadam_compiled(

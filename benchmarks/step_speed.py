@@ -136,8 +136,12 @@ def measure(
             name: make(make_params(numel, tensors, i))
             for i, (name, make) in enumerate(factories.items())
         }
-        for opt in opts.values():
-            for _ in range(warmup):
+        for name, opt in opts.items():
+            start = time.perf_counter()
+            opt.step()
+            if "compiled" in name:  # its first step compiles: say what that costs
+                print(f"{name}: first step (compiles) {time.perf_counter() - start:.1f} s")
+            for _ in range(warmup - 1):
                 opt.step()
         times[family] = {name: [] for name in opts}
         for _ in range(rounds):
@@ -171,7 +175,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=30, help="timed rounds (>= 20)")
     parser.add_argument("--numel", type=float, default=20e6, help="values in all tensors")
     parser.add_argument("--tensors", type=int, default=50)
-    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (>= 1)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     families = list(candidates(1))
     parser.add_argument(
@@ -180,6 +184,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.rounds < 20:
         parser.error(f"--rounds: got {args.rounds}; allowed: >= 20 (medians of at least 20)")
+    if args.warmup < 1:
+        parser.error(f"--warmup: got {args.warmup}; allowed: >= 1")
     if args.threads:
         torch.set_num_threads(args.threads)
     print(

@@ -157,7 +157,7 @@ def test_a_killed_driver_resumes_with_nothing_lost_or_duplicated(
         text=True,
         env=env,
         check=False,
-        timeout=120,
+        timeout=300,  # starts a Ray cluster: minutes on a loaded 2-core machine
     )
     assert resumed.returncode == 0, resumed.stderr
     assert f"{partial} already in" in resumed.stderr

@@ -4,7 +4,7 @@
 """
 
 from . import schedules
-from .errors import ConfigError
+from .errors import ConfigError, EnvironmentFailure
 from .optim import QHM, AggMo, DemonAdam, DemonAdamW, DemonSGD, QHAdam, YellowFin
 from .scheduler import MomentumScheduler
 
@@ -17,6 +17,7 @@ __all__ = [
     "DemonAdam",
     "DemonAdamW",
     "DemonSGD",
+    "EnvironmentFailure",
     "MomentumScheduler",
     "QHAdam",
     "YellowFin",

@@ -1,7 +1,10 @@
-"""The one exception type for errors a user can fix.
+"""The exception types meant for users.
 
-It subclasses ``ValueError`` so code written for torch-style validation
-(``except ValueError``) still catches it.
+:class:`ConfigError` is a bad value the user can fix; it subclasses ``ValueError`` so code
+written for torch-style validation (``except ValueError``) still catches it.
+:class:`EnvironmentFailure` is the environment failing under a correct configuration (a
+full disk, a permission, a lock held too long, a read-only file system); the command line
+prints it as one line and exits with code 3.
 """
 
 from __future__ import annotations
@@ -18,3 +21,10 @@ def invalid(field: str, value: object, allowed: str | Iterable[object]) -> Confi
     if not isinstance(allowed, str):
         allowed = ", ".join(map(str, allowed))
     return ConfigError(f"{field}: got {value!r}; allowed: {allowed}")
+
+
+class EnvironmentFailure(OSError):
+    """The environment failed (disk, permissions, lock): one line naming the path and cause.
+
+    It subclasses ``OSError`` so callers that already handle operating-system errors catch it.
+    """

@@ -262,9 +262,10 @@ def csv_content(
         sections=("tables", "topk"),
         notes={
             "tables": "Values as published; ranks are competition ranks (ties share a rank).",
-            "topk": "Methods are counted by schedule name across settings: registered "
-            "method names and the paper's labels (e.g. 'LR cosine') map to one key "
-            "(lr-cosine); other names are kept as written. Reference optimizers are "
+            "topk": "Methods are counted by schedule name across settings, names compared "
+            "case-insensitively: registered method names and the paper's labels (e.g. "
+            "'LR cosine', 'sgdm+lr-cosine') map to one key (lr-cosine); other names are "
+            "kept as first written. Reference optimizers are "
             + ("ranked (--rank-all)." if rank_all else "left out of the ranking."),
         },
     )

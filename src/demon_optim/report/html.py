@@ -9,6 +9,9 @@ Layout of the output directory::
     tables/<slug>.csv   one per setting (columns: demon_optim.report.tables.CSV_COLUMNS)
     figures/<slug>.png and .svg
 
+Slugs come from :func:`demon_optim.report.naming.file_stems` (injective, bounded). HTML ids
+are ``setting-<slug>`` and ``figure-<slug>``, so no name can repeat a section's id. Every
+name is escaped for the format it lands in (:mod:`demon_optim.report.escape`).
 Files are overwritten; files of an earlier report that this one does not write are left.
 """
 
@@ -22,6 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from demon_optim.errors import invalid
+from demon_optim.report import escape
 from demon_optim.report import tables as tables_module
 from demon_optim.report import topk as topk_module
 from demon_optim.report.tables import Setting
@@ -136,7 +140,7 @@ def _section_html(content: Content, section: str) -> str:
         for setting in content.settings:
             header, cells = tables_module.header_and_cells(setting)
             parts.append(
-                f'<h3 id="{_e(setting.slug)}">{_e(setting.name)} '
+                f'<h3 id="setting-{_e(setting.slug)}">{_e(setting.name)} '
                 f"<small>({_e(setting.metric)}, {_e(setting.direction)})</small></h3>"
             )
             parts.append(_html_table(header, cells, [_row_class(r) for r in setting.rows]))
@@ -151,7 +155,7 @@ def _section_html(content: Content, section: str) -> str:
         for fig in (f for f in content.figures if f.section == section):
             data = base64.b64encode(fig.png).decode("ascii")
             parts.append(
-                f'<figure id="{_e(fig.slug)}"><img alt="{_e(fig.title)}" '
+                f'<figure id="figure-{_e(fig.slug)}"><img alt="{_e(fig.title)}" '
                 f'src="data:image/png;base64,{data}">'
                 f"<figcaption><strong>{_e(fig.title)}.</strong> {_e(fig.caption)} "
                 f'(<a href="figures/{_e(fig.slug)}.svg">SVG</a>)</figcaption></figure>'
@@ -175,12 +179,14 @@ def to_html(content: Content) -> str:
 
 
 def to_markdown(content: Content) -> str:
-    lines = [f"# {content.title}", ""]
-    lines += [f"- **{k}**: {v}" for k, v in content.header]
+    """The report as Markdown; every text escaped (:func:`~demon_optim.report.escape.markdown`)."""
+    md = escape.markdown
+    lines = [f"# {md(content.title)}", ""]
+    lines += [f"- **{md(k)}**: {md(v)}" for k, v in content.header]
     for section in content.sections:
         lines += ["", f"## {_SECTION_TITLES[section]}", ""]
         if content.notes.get(section):
-            lines += [content.notes[section], ""]
+            lines += [md(content.notes[section]), ""]
         if section == "tables":
             lines += [tables_module.to_markdown(s) for s in content.settings]
         elif section == "topk":
@@ -188,9 +194,9 @@ def to_markdown(content: Content) -> str:
         else:
             for fig in (f for f in content.figures if f.section == section):
                 lines += [
-                    f"![{fig.title}](figures/{fig.slug}.png)",
+                    f"![{md(fig.title)}](figures/{fig.slug}.png)",
                     "",
-                    f"{fig.title}. {fig.caption} ([SVG](figures/{fig.slug}.svg))",
+                    f"{md(fig.title)}. {md(fig.caption)} ([SVG](figures/{fig.slug}.svg))",
                     "",
                 ]
     return "\n".join(lines).rstrip() + "\n"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import threading
 from collections.abc import Callable
 
 import pytest
@@ -170,3 +171,30 @@ def test_read_only_folder_is_an_environment_failure(
         assert "\n" not in message and "Read-only file system" in message
         assert str(folder) in message
     assert (folder / "old" / "index.html").is_file()
+
+
+def test_two_writers_into_one_folder_take_turns(tmp_path: pathlib.Path) -> None:
+    """Two drivers of one store may finish together: the second waits for the first."""
+    fcntl = pytest.importorskip("fcntl", reason="no flock on this platform")
+    out = tmp_path / "out"
+    out.mkdir()
+    source = csv_file(tmp_path)
+    errors: list[BaseException] = []
+
+    def build() -> None:
+        try:
+            build_report_from_csv(source, out)
+        except BaseException as error:  # reported by the assertion below
+            errors.append(error)
+
+    descriptor = os.open(out, os.O_RDONLY)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)  # another writer holds the folder
+        writer = threading.Thread(target=build)
+        writer.start()
+        writer.join(0.5)
+        assert writer.is_alive() and not (out / "index.html").exists()
+    finally:
+        os.close(descriptor)
+    writer.join(30)
+    assert not errors and (out / "index.html").is_file()

@@ -10,6 +10,9 @@
   needed). A failure while writing (full disk, read-only file system) leaves the earlier
   report untouched. ``index.html`` is moved last, after the earlier one was removed, so a
   folder with an ``index.html`` holds one complete report.
+* **One at a time.** A writer holds an exclusive lock on the folder (``flock`` on the folder
+  itself, where the platform has it) from its check to its last rename, so two reports
+  into one folder (two drivers of one store finishing together) take turns.
 * **Errors.** The environment failing comes out as :class:`~demon_optim.errors.
   EnvironmentFailure` (an OSError) naming the path and the cause; an output path that
   exists and is not a folder is a ConfigError.
@@ -17,13 +20,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pathlib
 import re
 import secrets
 import shutil
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 from demon_optim.errors import ConfigError, EnvironmentFailure, invalid
 
@@ -98,6 +102,25 @@ def _prepare(out: pathlib.Path) -> None:
         raise _failure(out, error) from None
 
 
+@contextlib.contextmanager
+def _locked(out: pathlib.Path) -> Iterator[None]:
+    """Hold an exclusive lock on the folder ``out`` (no lock file: the folder is locked)."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock, one writer at a time is up to the user
+        yield
+        return
+    try:
+        descriptor = os.open(out, os.O_RDONLY)
+    except OSError as error:
+        raise EnvironmentFailure(f"report: cannot open '{out}': {error.strerror}") from None
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)  # releases the lock
+
+
 def write_files(
     out_dir: str | pathlib.Path, files: Mapping[str, bytes], force: bool = False
 ) -> pathlib.Path:
@@ -108,6 +131,15 @@ def write_files(
     if bad:  # a bug, not a user's mistake: names reach here through naming.file_stems
         raise ValueError(f"report: not a report file name: {bad[0]!r}")
     _prepare(out)
+    with _locked(out):
+        owned = _check(out, files, force)
+        _stage_and_commit(out, files, owned)
+    return out
+
+
+def _check(out: pathlib.Path, files: Mapping[str, bytes], force: bool) -> set[str]:
+    """The files an earlier report owns in ``out``; ConfigError if anything else is there
+    (unless ``force``) or in the way of a file or subfolder the report writes."""
     owned = _manifest(out)
     foreign = _foreign(out, owned)
     if foreign is not None and not force:
@@ -122,22 +154,26 @@ def write_files(
     for sub in SUBFOLDERS:
         if (out / sub).exists() and not (out / sub).is_dir():
             raise invalid("out", str(out), f"a folder without a file named '{sub}'")
-    for entry in out.iterdir():  # staging folders of an interrupted earlier report
+    for entry in out.iterdir():  # staging folders of a killed earlier report (we hold the lock)
         if entry.name.startswith(STAGING_PREFIX) and entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry, ignore_errors=True)
+    return owned
 
+
+def _stage_and_commit(out: pathlib.Path, files: Mapping[str, bytes], owned: set[str]) -> None:
+    """Write everything into a staging folder, then rename it into place, index.html last."""
     names = [rel for rel in files if rel != LAST] + [rel for rel in files if rel == LAST]
+    subfolders = [sub for sub in SUBFOLDERS if any(rel.startswith(sub + "/") for rel in files)]
     staging = out / f"{STAGING_PREFIX}{secrets.token_hex(4)}"
     manifests = {
         "interim": sorted(owned | set(files)),  # in place while files move: all are ours
         "final": sorted(files),
     }
-    target = out
+    target = out  # what the error names
     try:
         staging.mkdir()
-        for sub in SUBFOLDERS:
-            if any(rel.startswith(sub + "/") for rel in files):
-                (staging / sub).mkdir()
+        for sub in subfolders:
+            (staging / sub).mkdir()
         for rel in names:
             target = out / rel
             (staging / rel).write_bytes(files[rel])
@@ -145,11 +181,10 @@ def write_files(
         for which, listed in manifests.items():
             text = json.dumps({"written_by": "demon-optim report", "files": listed}, indent=1)
             (staging / f"{which}.json").write_text(text + "\n", encoding="utf-8")
-        # Commit: renames only (no space needed), index.html last.
-        for sub in SUBFOLDERS:
-            if any(rel.startswith(sub + "/") for rel in files):
-                target = out / sub
-                (out / sub).mkdir(exist_ok=True)
+        # Commit: renames only (no space needed); index.html last, the old one gone first.
+        for sub in subfolders:
+            target = out / sub
+            (out / sub).mkdir(exist_ok=True)
         target = out / MANIFEST
         os.replace(staging / "interim.json", out / MANIFEST)
         target = out / LAST
@@ -167,4 +202,3 @@ def write_files(
         raise _failure(target, error) from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return out

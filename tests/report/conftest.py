@@ -29,7 +29,9 @@ from __future__ import annotations
 import os
 import pathlib
 import shutil
+import subprocess
 import time
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -157,3 +159,67 @@ def chromium_binary() -> str:
     if os.environ.get("CI") == "true":
         pytest.fail(f"CI=true but {why}")
     pytest.skip(why)
+
+
+# --- a full disk and a read-only file system ----------------------------------------------------
+
+
+def _cannot(why: str) -> None:
+    """Skip with ``why``, except under CI=true (which runs as root), where it fails."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"CI=true but {why}")
+    pytest.skip(why)
+
+
+def _mount(*command: str) -> None:
+    done = subprocess.run(["mount", *command], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        _cannot(f"cannot mount ({' '.join(command)}): {done.stderr.strip() or 'not root?'}")
+
+
+def _umount(path: pathlib.Path) -> None:
+    subprocess.run(["umount", "-l", str(path)], capture_output=True, check=False)
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: pathlib.Path) -> Iterator[pathlib.Path]:
+    """A 1 MiB tmpfs, unmounted afterwards: fill it to make a full disk."""
+    if shutil.which("mount") is None:
+        _cannot("no mount command")
+    path = tmp_path / "tiny"
+    path.mkdir()
+    _mount("-t", "tmpfs", "-o", "size=1m", "tmpfs", str(path))
+    try:
+        yield path
+    finally:
+        _umount(path)
+
+
+def fill(disk: pathlib.Path) -> None:
+    """Fill ``disk`` to the last byte (zeros, unbuffered, until ENOSPC)."""
+    with (disk / "filler").open("wb", buffering=0) as handle:
+        for size in (65536, 1):
+            try:
+                while True:
+                    handle.write(b"\0" * size)
+            except OSError:
+                pass
+
+
+@pytest.fixture
+def read_only() -> Iterator[Callable[[pathlib.Path], None]]:
+    """``read_only(folder)`` makes ``folder`` read-only (a read-only bind mount on itself)."""
+    mounted: list[pathlib.Path] = []
+
+    def make(folder: pathlib.Path) -> None:
+        if shutil.which("mount") is None:
+            _cannot("no mount command")
+        _mount("--bind", str(folder), str(folder))
+        mounted.append(folder)
+        _mount("-o", "remount,bind,ro", str(folder))
+
+    try:
+        yield make
+    finally:
+        for folder in reversed(mounted):
+            _umount(folder)

@@ -225,6 +225,7 @@ def build_report(
     tolerance: Tolerance | str | None = None,
     rank_all: bool = False,
     trial_ids: Iterable[str] | None = None,
+    force: bool = False,
 ) -> pathlib.Path:
     """Write the report of a store into ``out_dir``; returns ``out_dir/index.html``.
 
@@ -232,11 +233,17 @@ def build_report(
     (relative); default 1 percentage point for accuracy, 2 % otherwise. ``rank_all`` ranks
     the reference optimizers too. ``trial_ids`` restricts the report to those trials (e.g.
     one study's, when a store holds several).
+
+    ``out_dir`` may be new, empty, or hold an earlier report (replaced); a folder holding
+    anything else is refused with a ConfigError unless ``force``, so a user's own files are
+    never silently replaced. A failed write (full disk, read-only file system) raises
+    :class:`~demon_optim.errors.EnvironmentFailure` and leaves the earlier report as it was
+    (:mod:`demon_optim.report.output`).
     """
     from demon_optim.report import html
 
     content = store_content(store_path, tolerance=tolerance, rank_all=rank_all, trial_ids=trial_ids)
-    return html.write(content, out_dir)
+    return html.write(content, out_dir, force=force)
 
 
 def csv_content(
@@ -262,9 +269,10 @@ def csv_content(
         sections=("tables", "topk"),
         notes={
             "tables": "Values as published; ranks are competition ranks (ties share a rank).",
-            "topk": "Methods are counted by schedule name across settings: registered "
-            "method names and the paper's labels (e.g. 'LR cosine') map to one key "
-            "(lr-cosine); other names are kept as written. Reference optimizers are "
+            "topk": "Methods are counted by schedule name across settings, names compared "
+            "case-insensitively: registered method names and the paper's labels (e.g. "
+            "'LR cosine', 'sgdm+lr-cosine') map to one key (lr-cosine); other names are "
+            "kept as first written. Reference optimizers are "
             + ("ranked (--rank-all)." if rank_all else "left out of the ranking."),
         },
     )
@@ -275,8 +283,10 @@ def build_report_from_csv(
     out_dir: str | pathlib.Path,
     higher_is_better: bool = False,
     rank_all: bool = False,
+    force: bool = False,
 ) -> pathlib.Path:
-    """Write tables, ``topk.csv`` and ``index.html`` of a published table into ``out_dir``."""
+    """Write tables, ``topk.csv`` and ``index.html`` of a published table into ``out_dir``
+    (the folder rules and ``force``: as :func:`build_report`)."""
     from demon_optim.report import html
 
-    return html.write(csv_content(csv_path, higher_is_better, rank_all), out_dir)
+    return html.write(csv_content(csv_path, higher_is_better, rank_all), out_dir, force=force)

@@ -19,6 +19,7 @@ import numpy as np
 
 from demon_optim import schedules
 from demon_optim.report import naming
+from demon_optim.report.escape import mathtext
 from demon_optim.report.load import StoreData, Trial
 from demon_optim.report.tables import Row, Setting
 from demon_optim.study.methods import Value
@@ -127,15 +128,16 @@ def draw_validation(setting: Setting, curves: Sequence[Curve]):  # -> Figure
     for curve in curves:
         demon = curve.schedule == "demon"
         c = colour(curve.schedule)
+        seeds = f"{curve.seeds} seed" + ("s" if curve.seeds != 1 else "")
         ax.plot(curve.epochs, curve.mean, color=c, lw=2.2 if demon else 1.3,
-                label=f"{curve.method} ({curve.seeds} seeds)")  # fmt: skip
+                label=mathtext(f"{curve.method} ({seeds})"))  # fmt: skip
         if curve.seeds > 1:
             ax.fill_between(curve.epochs, curve.low, curve.high, color=c, alpha=0.15, lw=0)
     ax.set_xlabel("epoch")
-    ax.set_ylabel(f"validation {setting.metric}")
+    ax.set_ylabel(mathtext(f"validation {setting.metric}"))
     ax.set_title(
-        f"{setting.name}: validation {setting.metric} of each selected configuration\n"
-        "(line: mean over seeds; band: min-max over seeds)",
+        mathtext(f"{setting.name}: validation {setting.metric} of each selected configuration")
+        + "\n(line: mean over seeds; band: min-max over seeds)",
         fontsize=10,
     )
     ax.grid(alpha=0.3)
@@ -154,8 +156,8 @@ def draw_schedules(setting: Setting, curves: Sequence[Curve]):  # -> Figure
         demon = curve.schedule == "demon"
         c = colour(curve.schedule)
         kw = {"color": c, "lw": 2.0 if demon else 1.2, "marker": "o" if demon else None, "ms": 2.5}
-        ax_lr.plot(curve.epochs, curve.lr, label=curve.method, **kw)
-        ax_m.plot(curve.epochs, curve.momentum, label=f"{curve.method} (applied)", **kw)
+        ax_lr.plot(curve.epochs, curve.lr, label=mathtext(curve.method), **kw)
+        ax_m.plot(curve.epochs, curve.momentum, label=mathtext(f"{curve.method} (applied)"), **kw)
         config = rows[curve.method].config
         if demon and config is not None and setting.epochs:
             x, beta = demon_formula(config, setting.epochs)
@@ -170,5 +172,5 @@ def draw_schedules(setting: Setting, curves: Sequence[Curve]):  # -> Figure
     ax_lr.set_ylabel("learning rate")
     ax_m.set_ylabel("momentum")
     ax_m.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
-    fig.suptitle(f"{setting.name}: schedules of the selected configurations", fontsize=10)
+    fig.suptitle(mathtext(f"{setting.name}: schedules of the selected configurations"), fontsize=10)
     return fig

@@ -30,6 +30,7 @@ import numpy as np
 
 from demon_optim.errors import invalid
 from demon_optim.report import naming
+from demon_optim.report.escape import mathtext
 from demon_optim.report.load import StoreData, Trial
 from demon_optim.report.tables import Setting
 
@@ -269,12 +270,15 @@ def draw(heatmap: Heatmap):  # -> matplotlib.figure.Figure
         ax.set_yticks(range(len(grid.momenta)), [f"{v:g}" for v in grid.momenta])
         ax.set_xlabel("learning rate")
         ax.set_ylabel("momentum (beta1)" if setting.family == "adam" else "momentum")
-        ax.set_title(f"{grid.method}\n{heatmap.band(grid)} of {grid.cells} cells in band",
+        ax.set_title(mathtext(f"{grid.method}\n{heatmap.band(grid)} of {grid.cells} cells in band"),
                      fontsize=10)  # fmt: skip
-    fig.colorbar(image, ax=list(axes), label=f"test {setting.metric} (mean over seeds)")
+    fig.colorbar(image, ax=list(axes), label=mathtext(f"test {setting.metric} (mean over seeds)"))
     fig.suptitle(
-        f"{setting.name}: test {setting.metric}, mean over seeds\nred boxes: within "
-        f"{heatmap.tolerance.describe(setting.metric)} of the best cell ({_fmt(heatmap.best)})",
+        mathtext(
+            f"{setting.name}: test {setting.metric}, mean over seeds\nred boxes: within "
+            f"{heatmap.tolerance.describe(setting.metric)} of the best cell "
+            f"({_fmt(heatmap.best)})"
+        ),
         fontsize=10,
     )
     return fig

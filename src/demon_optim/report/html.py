@@ -8,8 +8,12 @@ Layout of the output directory::
     topk.csv            method,top1,top3,settings (counts)
     tables/<slug>.csv   one per setting (columns: demon_optim.report.tables.CSV_COLUMNS)
     figures/<slug>.png and .svg
+    .demon-optim-report.json   the files this report wrote (demon_optim.report.output)
 
-Files are overwritten; files of an earlier report that this one does not write are left.
+Slugs come from :func:`demon_optim.report.naming.file_stems` (injective, bounded). HTML ids
+are ``setting-<slug>`` and ``figure-<slug>``, so no name can repeat a section's id. Every
+name is escaped for the format it lands in (:mod:`demon_optim.report.escape`). The folder
+rules (what may be overwritten, atomic writes, errors) are :mod:`demon_optim.report.output`'s.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import pathlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from demon_optim.errors import invalid
+from demon_optim.report import escape, output
 from demon_optim.report import tables as tables_module
 from demon_optim.report import topk as topk_module
 from demon_optim.report.tables import Setting
@@ -136,7 +140,7 @@ def _section_html(content: Content, section: str) -> str:
         for setting in content.settings:
             header, cells = tables_module.header_and_cells(setting)
             parts.append(
-                f'<h3 id="{_e(setting.slug)}">{_e(setting.name)} '
+                f'<h3 id="setting-{_e(setting.slug)}">{_e(setting.name)} '
                 f"<small>({_e(setting.metric)}, {_e(setting.direction)})</small></h3>"
             )
             parts.append(_html_table(header, cells, [_row_class(r) for r in setting.rows]))
@@ -151,7 +155,7 @@ def _section_html(content: Content, section: str) -> str:
         for fig in (f for f in content.figures if f.section == section):
             data = base64.b64encode(fig.png).decode("ascii")
             parts.append(
-                f'<figure id="{_e(fig.slug)}"><img alt="{_e(fig.title)}" '
+                f'<figure id="figure-{_e(fig.slug)}"><img alt="{_e(fig.title)}" '
                 f'src="data:image/png;base64,{data}">'
                 f"<figcaption><strong>{_e(fig.title)}.</strong> {_e(fig.caption)} "
                 f'(<a href="figures/{_e(fig.slug)}.svg">SVG</a>)</figcaption></figure>'
@@ -175,12 +179,14 @@ def to_html(content: Content) -> str:
 
 
 def to_markdown(content: Content) -> str:
-    lines = [f"# {content.title}", ""]
-    lines += [f"- **{k}**: {v}" for k, v in content.header]
+    """The report as Markdown; every text escaped (:func:`~demon_optim.report.escape.markdown`)."""
+    md = escape.markdown
+    lines = [f"# {md(content.title)}", ""]
+    lines += [f"- **{md(k)}**: {md(v)}" for k, v in content.header]
     for section in content.sections:
         lines += ["", f"## {_SECTION_TITLES[section]}", ""]
         if content.notes.get(section):
-            lines += [content.notes[section], ""]
+            lines += [md(content.notes[section]), ""]
         if section == "tables":
             lines += [tables_module.to_markdown(s) for s in content.settings]
         elif section == "topk":
@@ -188,31 +194,38 @@ def to_markdown(content: Content) -> str:
         else:
             for fig in (f for f in content.figures if f.section == section):
                 lines += [
-                    f"![{fig.title}](figures/{fig.slug}.png)",
+                    f"![{md(fig.title)}](figures/{fig.slug}.png)",
                     "",
-                    f"{fig.title}. {fig.caption} ([SVG](figures/{fig.slug}.svg))",
+                    f"{md(fig.title)}. {md(fig.caption)} ([SVG](figures/{fig.slug}.svg))",
                     "",
                 ]
     return "\n".join(lines).rstrip() + "\n"
 
 
-def write(content: Content, out_dir: str | pathlib.Path) -> pathlib.Path:
-    """Write every file of the report into ``out_dir``; returns the path of index.html."""
-    out = pathlib.Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise invalid("out", str(out), "a directory (new or existing), not a file")
-    (out / "tables").mkdir(parents=True, exist_ok=True)
+def files(content: Content) -> dict[str, bytes]:
+    """Every file of the report, relative path -> bytes (``index.html`` last)."""
+    out: dict[str, bytes] = {}
+
+    def add(rel: str, data: bytes) -> None:
+        if rel in out:  # file_stems is injective: this would be a bug, never a lost table
+            raise RuntimeError(f"report: two files named {rel!r}")
+        out[rel] = data
+
     for setting in content.settings:
-        (out / "tables" / f"{setting.slug}.csv").write_text(
-            tables_module.to_csv(setting), encoding="utf-8"
-        )
-    (out / "topk.csv").write_text(topk_module.to_csv(content.topk), encoding="utf-8")
-    if content.figures:
-        (out / "figures").mkdir(exist_ok=True)
+        add(f"tables/{setting.slug}.csv", tables_module.to_csv(setting).encode("utf-8"))
+    add("topk.csv", topk_module.to_csv(content.topk).encode("utf-8"))
     for fig in content.figures:
-        (out / "figures" / f"{fig.slug}.png").write_bytes(fig.png)
-        (out / "figures" / f"{fig.slug}.svg").write_bytes(fig.svg)
-    (out / "report.md").write_text(to_markdown(content), encoding="utf-8")
-    index = out / "index.html"
-    index.write_text(to_html(content), encoding="utf-8")
-    return index
+        add(f"figures/{fig.slug}.png", fig.png)
+        add(f"figures/{fig.slug}.svg", fig.svg)
+    add("report.md", to_markdown(content).encode("utf-8"))
+    add("index.html", to_html(content).encode("utf-8"))
+    return out
+
+
+def write(content: Content, out_dir: str | pathlib.Path, force: bool = False) -> pathlib.Path:
+    """Write every file of the report into ``out_dir``; returns the path of index.html.
+
+    Refuses a folder holding files no report wrote unless ``force``; see
+    :mod:`demon_optim.report.output`.
+    """
+    return output.write_files(out_dir, files(content), force=force) / "index.html"

@@ -24,8 +24,16 @@ amsgrad, adamw         amsgrad, adamw      (reference optimizers)
 
 The mapping is derived from each method's registered components (optimizer, lr schedule,
 momentum schedule), not from its name, so a new registered method maps without a new line
-here. Names that are not registered (a column of a published table read by ``--from-csv``)
-map to themselves, except that a registered method name still maps to its schedule.
+here. A name from outside the registry (a column of a published table read by
+``--from-csv``) is matched by one rule, :func:`canonical`: compared case-insensitively with
+runs of white space as one space, a registered method name, a schedule name or one of the
+paper's labels maps to the schedule name (``OneCycle``, ``onecycle`` and ``sgdm+onecycle``
+are all ``onecycle``); any other name is kept as the user wrote it (``Cosine`` stays
+``Cosine``), and :func:`key` still makes ``Cosine`` and ``cosine`` one method.
+
+Names become file names and HTML ids only through :func:`file_stems`: injective (also on a
+case-insensitive file system), bounded in length, and the name itself whenever it is
+already a safe short name.
 
 Reference optimizers (the paper's AggMo, QHM, QHAdam, YellowFin, AMSGrad, AdamW) are shown
 in the tables but left out of the ranking unless asked (``--rank-all``): a registered
@@ -35,6 +43,11 @@ its base optimizer (the part before ``+``, e.g. ``qhm`` in ``qhm+lr-step``) is i
 """
 
 from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+from collections.abc import Sequence
 
 from demon_optim.study.methods import get_method, method_names
 
@@ -61,8 +74,19 @@ LABELS = {
 """The paper's names for the schedules (used in headings and the Top-k table)."""
 
 
+def key(name: str) -> str:
+    """How names are compared: case-insensitive, runs of white space as one space."""
+    return " ".join(name.split()).casefold()
+
+
 def is_registered(method: str) -> bool:
     return method in method_names()
+
+
+def _registered(name: str) -> str | None:
+    """The registered method ``name`` denotes, compared by :func:`key`; None if none."""
+    by_key = {key(m): m for m in method_names()}
+    return by_key.get(key(name))
 
 
 def schedule_name(method: str) -> str:
@@ -88,17 +112,22 @@ def schedule_name(method: str) -> str:
 
 
 def canonical(name: str) -> str:
-    """The Top-k key of a name from outside the registry (a published table's row).
+    """The Top-k name of a name from outside the registry (a published table's row).
 
-    A registered method maps to its schedule, one of the paper's labels (any case, e.g.
-    ``LR cosine``) to its schedule name, anything else to itself (stripped).
+    One rule for every name, compared by :func:`key` (any case, white space collapsed): a
+    registered method maps to its schedule (``Demon-Adam`` -> ``demon``), a schedule name or
+    one of the paper's labels to that schedule name (``OneCycle``, ``LR Cosine``); anything
+    else is kept as written, white space collapsed (``Cosine`` stays ``Cosine``).
+
+    >>> canonical("OneCycle"), canonical("SGDM+LR-Cosine"), canonical(" My  method ")
+    ('onecycle', 'lr-cosine', 'My method')
     """
-    name = name.strip()
-    if is_registered(name):
-        return schedule_name(name)
-    by_label = {text.lower(): key for key, text in LABELS.items()}
-    by_label.update({key: key for key in LABELS})
-    return by_label.get(name.lower(), name)
+    registered = _registered(name)
+    if registered is not None:
+        return schedule_name(registered)
+    known = {key(text): schedule for schedule, text in LABELS.items()}
+    known.update({key(schedule): schedule for schedule in LABELS})
+    return known.get(key(name), " ".join(name.split()))
 
 
 def label(schedule: str) -> str:
@@ -113,8 +142,9 @@ def family(method: str) -> str:
 
 def is_reference(method: str) -> bool:
     """True for a reference optimizer, which stays outside the ranking unless asked."""
-    if is_registered(method):
-        return get_method(method).reference or _base(method) in REFERENCE_OPTIMIZERS
+    registered = _registered(method)
+    if registered is not None:
+        return get_method(registered).reference or _base(registered) in REFERENCE_OPTIMIZERS
     return _base(method) in REFERENCE_OPTIMIZERS
 
 
@@ -124,3 +154,71 @@ def _base(method: str) -> str:
 
 def family_sort_key(name: str) -> tuple[int, str]:
     return (FAMILY_ORDER.index(name) if name in FAMILY_ORDER else len(FAMILY_ORDER), name)
+
+
+# --- file names and HTML ids ------------------------------------------------------------------
+
+STEM_CHARS = 64
+"""At most this many readable characters in a file stem; with the hash, a stem has at most
+STEM_CHARS + 11, so ``validation_<stem>.png`` stays far below the usual 255-byte limit."""
+HASH_CHARS = 10  # hex digits of sha256 of the exact name (40 bits)
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
+_WINDOWS_RESERVED = re.compile(r"^(con|prn|aux|nul|com[0-9]|lpt[0-9])(\..*)?$", re.IGNORECASE)
+
+
+def _readable(name: str) -> str:
+    """ASCII letters, digits and ``._+-``; accents dropped, other runs as one ``_``; starts
+    and ends with a letter or digit (no hidden file, no option, no ``..``)."""
+    ascii_text = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    text = _UNSAFE.sub("_", ascii_text)[:STEM_CHARS]
+    return text.strip("._+-")
+
+
+def _hashed(name: str) -> str:
+    digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:HASH_CHARS]
+    return f"{_readable(name) or 'x'}-{digest}"
+
+
+def file_stem(name: str) -> str:
+    """The file stem of one name on its own: the name itself when it is already safe (only
+    ``A-Za-z0-9._+-``, at most :data:`STEM_CHARS`, starting and ending with a letter or
+    digit, not a Windows device name); otherwise a readable slug plus ``-`` and a hash of the name.
+
+    >>> file_stem("mnist1d-mlp_sgdm_10ep"), file_stem("a b")
+    ('mnist1d-mlp_sgdm_10ep', 'a_b-c8687a08aa')
+    """
+    if _readable(name) == name and name and not _WINDOWS_RESERVED.match(name):
+        return name
+    return _hashed(name)
+
+
+def file_stems(names: Sequence[str]) -> list[str]:
+    """One stem per name (:func:`file_stem`), distinct even compared case-insensitively.
+
+    Distinct names get distinct stems: a stem that another name's stem equals (in any case,
+    e.g. ``A`` and ``a``, or a name that spells out another's hashed stem) is hashed too; a
+    collision of hashes (40 bits), should one ever happen, gets a counter. Equal names get
+    equal stems.
+    """
+    unique = list(dict.fromkeys(names))
+    stems = {name: file_stem(name) for name in unique}
+    for _ in range(2):  # round 2 only matters for a name spelling another's hashed stem
+        by_fold: dict[str, list[str]] = {}
+        for name in unique:
+            by_fold.setdefault(stems[name].casefold(), []).append(name)
+        clashes = [group for group in by_fold.values() if len(group) > 1]
+        if not clashes:
+            break
+        for group in clashes:
+            for name in group:
+                stems[name] = _hashed(name)
+    taken: set[str] = set()
+    for name in unique:  # a hash collision: a counter keeps the stems apart
+        stem, count = stems[name], 1
+        while stem.casefold() in taken:
+            count += 1
+            stem = f"{stems[name]}-{count}"
+        stems[name] = stem
+        taken.add(stem.casefold())
+    return [stems[name] for name in names]

@@ -4,7 +4,8 @@ Selection is the study harness's own (:func:`demon_optim.study.results.summarize
 method, the configuration with the best mean *validation* metric over seeds, among those
 whose every seed finished; reported: that configuration's *test* metric, mean ± sample std
 over seeds, the number of seeds, and a 95 % Student-t interval with 3 seeds or more.
-Diverged and failed trials are counted per method, over all its configurations.
+Diverged and failed trials are counted per method, over all its configurations. With one
+seed there is no spread to show: the std is None (an empty cell), not 0.
 
 Ranks are competition ranks ("1, 1, 3") of the test mean in the metric's direction, means
 equal at the printed precision (:data:`~demon_optim.study.results.DIGITS` decimals) sharing
@@ -16,11 +17,10 @@ from __future__ import annotations
 
 import csv
 import io
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
-from demon_optim.report import naming
+from demon_optim.report import escape, naming
 from demon_optim.report.load import StoreData, Trial
 from demon_optim.study.methods import Value
 from demon_optim.study.results import DIGITS, summarize
@@ -115,22 +115,6 @@ def rank_rows(rows: Iterable[Row], higher_is_better: bool) -> tuple[Row, ...]:
     return tuple(sorted(rows, key=order))
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9.+-]+", "_", text).strip("_") or "setting"
-
-
-def unique_slugs(texts: Sequence[str]) -> list[str]:
-    """File-name safe slugs, made unique with a counter."""
-    seen: dict[str, int] = {}
-    out = []
-    for text in texts:
-        slug = _slug(text)
-        count = seen.get(slug.lower(), 0)
-        seen[slug.lower()] = count + 1
-        out.append(slug if count == 0 else f"{slug}-{count + 1}")
-    return out
-
-
 def store_settings(data: StoreData, rank_all: bool = False) -> list[Setting]:
     """One ranked table per (task, family, epochs, batch size) found in the store."""
     groups: dict[tuple[str, str, int, int], list[Trial]] = {}
@@ -152,7 +136,7 @@ def store_settings(data: StoreData, rank_all: bool = False) -> list[Setting]:
         slugs_in.append(f"{task}_{fam}_{epochs}ep" + (f"_b{batch}" if several else ""))
 
     settings = []
-    for key, name, slug in zip(keys, names, unique_slugs(slugs_in), strict=True):
+    for key, name, slug in zip(keys, names, naming.file_stems(slugs_in), strict=True):
         task_name, fam, epochs, batch = key
         trials = groups[key]
         task = get_task(task_name)
@@ -172,7 +156,8 @@ def store_settings(data: StoreData, rank_all: bool = False) -> list[Setting]:
                     selected=result.shown,
                     config=result.selected,
                     mean=result.test_mean,
-                    std=result.test_std,
+                    # one seed measures no spread: none shown (summarize says 0.0)
+                    std=result.test_std if result.seeds > 1 else None,
                     ci95=result.ci95,
                     seeds=result.seeds,
                     val_mean=result.val_mean,
@@ -244,31 +229,32 @@ CSV_COLUMNS = (
 
 
 def to_csv(setting: Setting) -> str:
-    """The table as CSV (:data:`CSV_COLUMNS`; empty cells where a value does not exist)."""
+    """The table as CSV (:data:`CSV_COLUMNS`; empty cells where a value does not exist, e.g.
+    ``test_std`` with one seed); text cells are made safe for spreadsheets
+    (:func:`~demon_optim.report.escape.csv_cell`)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
     for row in setting.rows:
-        writer.writerow(
-            [
-                setting.name,
-                "" if row.rank is None else row.rank,
-                int(row.best),
-                row.method,
-                row.schedule,
-                int(row.reference),
-                row.selected,
-                _csv_number(row.mean),
-                _csv_number(row.std),
-                _csv_number(row.ci95),
-                row.seeds,
-                _csv_number(row.val_mean),
-                row.configs,
-                row.trials,
-                row.diverged,
-                row.failed,
-            ]
-        )
+        cells = [
+            setting.name,
+            "" if row.rank is None else row.rank,
+            int(row.best),
+            row.method,
+            row.schedule,
+            int(row.reference),
+            row.selected,
+            _csv_number(row.mean),
+            _csv_number(row.std),
+            _csv_number(row.ci95),
+            row.seeds,
+            _csv_number(row.val_mean),
+            row.configs,
+            row.trials,
+            row.diverged,
+            row.failed,
+        ]
+        writer.writerow([escape.csv_cell(cell) for cell in cells])
     return buffer.getvalue()
 
 
@@ -316,12 +302,13 @@ def to_markdown(setting: Setting) -> str:
     align = [
         "---:" if h in numeric or "mean" in h or h.startswith("val") else "---" for h in header
     ]
+    md = escape.markdown
     lines = [
-        f"### {setting.name} ({setting.metric}, {setting.direction})",
+        f"### {md(setting.name)} ({md(setting.metric)}, {setting.direction})",
         "",
-        "| " + " | ".join(header) + " |",
+        "| " + " | ".join(md(h) for h in header) + " |",
         "|" + "|".join(align) + "|",
     ]
     for line in cells:
-        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in line) + " |")
+        lines.append("| " + " | ".join(md(c) for c in line) + " |")
     return "\n".join(lines) + "\n"

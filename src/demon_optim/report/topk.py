@@ -17,7 +17,7 @@ import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from demon_optim.report import naming
+from demon_optim.report import escape, naming
 from demon_optim.report.tables import Setting
 
 
@@ -62,12 +62,12 @@ def top_k(settings: Sequence[Setting]) -> TopK:
 
 
 def to_csv(table: TopK) -> str:
-    """``method,top1,top3,settings`` (counts), best first."""
+    """``method,top1,top3,settings`` (counts), best first; names safe for spreadsheets."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["method", "top1", "top3", "settings"])
     for row in table.rows:
-        writer.writerow([row.method, row.top1, row.top3, row.settings])
+        writer.writerow([escape.csv_cell(row.method), row.top1, row.top3, row.settings])
     return buffer.getvalue()
 
 
@@ -95,5 +95,5 @@ def to_markdown(table: TopK) -> str:
         "| " + " | ".join(header) + " |",
         "|---|" + "---:|" * (len(header) - 1),
     ]
-    lines += ["| " + " | ".join(line) + " |" for line in cells]
+    lines += ["| " + " | ".join(escape.markdown(c) for c in line) + " |" for line in cells]
     return "\n".join(lines) + "\n"

@@ -23,7 +23,7 @@ optimizers, whose counter lives in ``step()``, do not.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -36,6 +36,7 @@ from .optim._base import user_stacklevel
 __all__ = ["MomentumScheduler"]
 
 KNOWN_KEYS = ("betas", "momentum")
+STATE_KEYS = ("last_step", "total_steps", "keys", "initial_momentum")
 
 
 def _resolve_key(optimizer: Optimizer, group: dict[str, Any], key: str | None) -> str:
@@ -133,13 +134,23 @@ class MomentumScheduler:
         else:
             group[key] = beta
 
-    def _apply(self) -> None:
-        for group, key, total in zip(
-            self.optimizer.param_groups, self.keys, self.total_steps, strict=True
-        ):
-            beta = self._schedule_fn(self.last_step, total, group["initial_momentum"])
+    def _betas(
+        self, last_step: int, totals: Sequence[int], initial: Sequence[float]
+    ) -> list[float]:
+        """The momentum each group gets at ``last_step`` (pure: checks, changes nothing)."""
+        betas = []
+        for total, beta_init in zip(totals, initial, strict=True):
+            beta = self._schedule_fn(last_step, total, beta_init)
             if not 0.0 <= beta < 1.0:
                 raise invalid("schedule", f"{self.schedule!r} gave {beta}", "values in [0, 1)")
+            betas.append(beta)
+        return betas
+
+    def _apply(self) -> None:
+        groups = self.optimizer.param_groups
+        initial = [g["initial_momentum"] for g in groups]
+        betas = self._betas(self.last_step, self.total_steps, initial)
+        for group, key, beta in zip(groups, self.keys, betas, strict=True):
             self._write(group, key, beta)
 
     # -- the LRScheduler-like interface ------------------------------------------------------
@@ -175,12 +186,56 @@ class MomentumScheduler:
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restore the counter (and each group's beta_init), then re-apply the momentum."""
-        self.last_step = schedules.check_step(state_dict["last_step"], "last_step")
-        self.total_steps = [schedules.check_total_steps(t) for t in state_dict["total_steps"]]
-        self.keys = list(state_dict["keys"])
-        for group, beta in zip(
-            self.optimizer.param_groups, state_dict["initial_momentum"], strict=True
-        ):
-            group["initial_momentum"] = beta
-        self._apply()
+        """Restore the counter (and each group's beta_init), then re-apply the momentum.
+
+        Every field is checked first, as the constructor checks its arguments: a state dict
+        that is not a MomentumScheduler's for this optimizer is refused with a ConfigError
+        naming the field, and the scheduler and optimizer are left as they were. As for the
+        optimizers (and torch), the loaded ``total_steps`` replace the constructor's; a
+        difference is warned about.
+        """
+        groups = self.optimizer.param_groups
+        if not isinstance(state_dict, Mapping):
+            raise invalid("state_dict", state_dict, "a MomentumScheduler.state_dict()")
+        missing = [k for k in STATE_KEYS if k not in state_dict]
+        if missing:
+            raise ConfigError(
+                f"state_dict: missing {', '.join(map(repr, missing))}; allowed: a "
+                f"MomentumScheduler state dict, which holds {', '.join(STATE_KEYS)} (is it "
+                "another scheduler's?)"
+            )
+        last_step = schedules.check_step(state_dict["last_step"], "state_dict last_step")
+
+        def per_group(field: str) -> list[Any]:
+            value = state_dict[field]
+            if not isinstance(value, (list, tuple)) or len(value) != len(groups):
+                raise invalid(
+                    f"state_dict {field}", value, f"a list of {len(groups)}, one per group"
+                )
+            return list(value)
+
+        totals = [
+            schedules.check_total_steps(t, f"state_dict total_steps[{i}]")
+            for i, t in enumerate(per_group("total_steps"))
+        ]
+        keys = per_group("keys")
+        for i, (group, key) in enumerate(zip(groups, keys, strict=True)):
+            if not isinstance(key, str) or key not in group:
+                raise invalid(f"state_dict keys[{i}]", key, sorted(map(str, group)))
+        initial = [
+            schedules.check_momentum(beta, f"state_dict initial_momentum[{i}]")
+            for i, beta in enumerate(per_group("initial_momentum"))
+        ]
+        betas = self._betas(last_step, totals, initial)
+        # all checked: apply
+        if totals != self.total_steps:
+            warnings.warn(
+                f"MomentumScheduler.load_state_dict: the state dict's total_steps={totals} "
+                f"replaces the constructor's {self.total_steps}: loaded values win, as in "
+                "torch.",
+                stacklevel=user_stacklevel(),
+            )
+        self.last_step, self.total_steps, self.keys = last_step, totals, keys
+        for group, key, beta_init, beta in zip(groups, keys, initial, betas, strict=True):
+            group["initial_momentum"] = beta_init
+            self._write(group, key, beta)

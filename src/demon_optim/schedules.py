@@ -59,6 +59,11 @@ Schedule = Callable[[int, int, float], float]
 # --- validation -------------------------------------------------------------------------
 
 
+MAX_TOTAL_STEPS = 2**53
+"""The largest ``total_steps``: float64 counts every integer exactly up to 2**53, and the
+schedules divide step counts as floats."""
+
+
 def _is_int(value: object) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
@@ -71,9 +76,10 @@ def check_step(step: object, name: str = "step") -> int:
 
 
 def check_total_steps(total_steps: object, name: str = "total_steps") -> int:
-    """Return ``total_steps`` as an int if it is an integer >= 1, else raise ConfigError."""
-    if not _is_int(total_steps) or total_steps < 1:  # type: ignore[operator]
-        raise invalid(name, total_steps, "integers >= 1 (optimizer steps, not epochs)")
+    """Return ``total_steps`` as an int if it is an integer in [1, 2**53], else raise
+    ConfigError (past 2**53 float64 no longer tells consecutive steps apart)."""
+    if not _is_int(total_steps) or not 1 <= total_steps <= MAX_TOTAL_STEPS:  # type: ignore[operator]
+        raise invalid(name, total_steps, "integers in [1, 2**53] (optimizer steps, not epochs)")
     return int(total_steps)  # type: ignore[call-overload]
 
 
@@ -90,8 +96,13 @@ def check_fraction(value: object, name: str) -> float:
 
 
 def _check_nonnegative(value: object, name: str) -> float:
-    if not isinstance(value, numbers.Real) or isinstance(value, bool) or not value >= 0.0:
-        raise invalid(name, value, "numbers >= 0")
+    if (
+        not isinstance(value, numbers.Real)
+        or isinstance(value, bool)
+        or not math.isfinite(value)
+        or not value >= 0.0
+    ):
+        raise invalid(name, value, "finite numbers >= 0")
     return float(value)
 
 

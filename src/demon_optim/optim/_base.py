@@ -5,21 +5,36 @@ it travels with ``state_dict()`` (and with tools that only understand ``state`` 
 ``param_groups``, such as distributed checkpointing). Every group advances exactly once per
 ``step()``, however many groups or parameters there are, and whether or not a parameter has
 a gradient. A group added later with ``add_param_group`` starts its own count at 0.
+
+Also shared by every optimizer here (the Demon ones and the reference ones):
+
+* :func:`gather` collects a group's parameters that have a gradient, in the one loop a step
+  already makes over them. A complex parameter is updated as its real view
+  (``torch.view_as_real``, torch's convention), so every optimizer treats ``z = a + bi`` as
+  the pair ``(a, b)``; a sparse gradient is refused with torch's message unless the
+  optimizer supports it (DemonSGD does, as torch's SGD).
+* :class:`CheckedOptimizer` validates every parameter group with ``_validate_group``: at
+  construction, in ``add_param_group`` and in ``load_state_dict`` (a loaded state dict's
+  groups are checked as constructor arguments are, before anything is applied).
+* A ``step()`` checks everything it can before it changes anything: a step that raises
+  leaves the parameters, the state and the schedule counters as they were.
 """
 
 from __future__ import annotations
 
+import math
 import numbers
 import sys
 import warnings
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from types import MappingProxyType
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 from torch.optim import Optimizer
 
 from .. import schedules
-from ..errors import invalid
+from ..errors import ConfigError, invalid
 
 ScheduleArg = str | Callable[[int, int, float], float]
 
@@ -52,13 +67,27 @@ def user_stacklevel() -> int:
 
 
 def check_nonnegative(value: Any, name: str) -> None:
-    """Raise a ConfigError naming ``name`` unless ``value`` is a real number (or tensor) >= 0."""
+    """Raise a ConfigError naming ``name`` unless ``value`` is a finite real number (or
+    one-element tensor) >= 0: an infinite learning rate or weight decay is never useful."""
     if isinstance(value, torch.Tensor):
-        if value.numel() != 1 or not bool(value.detach() >= 0):
-            raise invalid(name, value, "numbers >= 0 (or a one-element tensor)")
+        v = value.detach()
+        if value.numel() != 1 or not bool(torch.isfinite(v).all() & (v >= 0).all()):
+            raise invalid(name, value, "finite numbers >= 0 (or a one-element tensor)")
         return
-    if not isinstance(value, numbers.Real) or isinstance(value, bool) or not value >= 0:
-        raise invalid(name, value, "numbers >= 0")
+    if (
+        not isinstance(value, numbers.Real)
+        or isinstance(value, bool)
+        or not math.isfinite(value)
+        or not value >= 0
+    ):
+        raise invalid(name, value, "finite numbers >= 0")
+
+
+def flag(field: str, value: object) -> bool:
+    """``value`` if it is a bool (a string such as ``"False"`` would read as true)."""
+    if not isinstance(value, bool):
+        raise invalid(field, value, "True or False")
+    return value
 
 
 def check_schedule(schedule: object, delay: object) -> None:
@@ -70,11 +99,209 @@ def check_schedule(schedule: object, delay: object) -> None:
         raise invalid("delay", delay, "0 unless schedule='demon'")
 
 
-class ScheduledMomentumOptimizer(Optimizer):
+# --- the tensors a step works on ---------------------------------------------------------------
+
+
+class Gathered(NamedTuple):
+    """A group's parameters that have a gradient this step, as the update sees them."""
+
+    keys: list[torch.Tensor]
+    """The parameters themselves: the keys of ``optimizer.state``."""
+    params: list[torch.Tensor]
+    """The tensors to update: a complex parameter's real view, else the parameter."""
+    grads: list[torch.Tensor]
+    """Their gradients, viewed alike (a sparse gradient is left as it is)."""
+    sparse: bool
+    """Some gradient is sparse (only where the optimizer accepts them)."""
+    complex: bool
+    """Some parameter is complex: its state tensors need :func:`real_view` too."""
+
+
+def sparse_error(optimizer: Optimizer) -> RuntimeError:
+    """torch's error for an optimizer that takes dense gradients only."""
+    return RuntimeError(f"{type(optimizer).__name__} does not support sparse gradients")
+
+
+def gather(optimizer: Optimizer, group: dict[str, Any], sparse_ok: bool = False) -> Gathered:
+    """The group's parameters with a gradient, their gradients, and what kind they are.
+
+    This is the one loop a step makes over the group's parameters before updating them, so
+    the checks cost nothing extra. A complex parameter with a dense gradient is updated
+    through ``torch.view_as_real`` (torch's convention: every element-wise formula then
+    applies to the real and imaginary parts separately; ``g * g`` on the complex numbers
+    themselves would give Adam's second moment a negative real part). A sparse gradient
+    raises torch's ``RuntimeError`` unless ``sparse_ok``.
+    """
+    keys, params, grads = [], [], []
+    sparse = is_complex = False
+    for p in group["params"]:
+        g = p.grad
+        if g is None:
+            continue
+        keys.append(p)
+        if g.layout is not torch.strided:
+            if not sparse_ok:
+                raise sparse_error(optimizer)
+            sparse = True
+        elif p.is_complex():
+            is_complex = True
+            p, g = torch.view_as_real(p), torch.view_as_real(g)
+        params.append(p)
+        grads.append(g)
+    return Gathered(keys, params, grads, sparse, is_complex)
+
+
+def real_view(state_tensor: torch.Tensor) -> torch.Tensor:
+    """A complex (dense) state tensor as its real view, the layout the update works on."""
+    if state_tensor.is_complex() and state_tensor.layout is torch.strided:
+        return torch.view_as_real(state_tensor)
+    return state_tensor
+
+
+def param_layout(tensor: torch.Tensor, param: torch.Tensor) -> torch.Tensor:
+    """A state tensor made from a real view, stored in its parameter's own (complex) layout,
+    as torch stores it (so state dicts keep the parameter's dtype and shape)."""
+    if param.is_complex() and not tensor.is_complex() and tensor.layout is torch.strided:
+        return torch.view_as_complex(tensor)
+    return tensor
+
+
+# --- validation, also of loaded state dicts ------------------------------------------------------
+
+
+class CheckedOptimizer(Optimizer):
+    """An Optimizer whose every parameter group is checked by :meth:`_validate_group`.
+
+    Groups are checked at construction, in ``add_param_group``, and in ``load_state_dict``:
+    a state dict whose groups lack this optimizer's hyperparameters (another optimizer's),
+    hold a value the constructor would refuse (``lr=nan``), or whose state tensors do not
+    fit their parameters is refused with a :class:`~demon_optim.ConfigError` naming the
+    entry, and the optimizer is left exactly as it was. As in torch, the loaded
+    hyperparameters replace the optimizer's own.
+    """
+
+    required_group_keys: ClassVar[tuple[str, ...]] = ()
+    """Group entries a state dict must hold besides the constructor's defaults."""
+    optional_group_keys: ClassVar[Mapping[str, Any]] = MappingProxyType({})
+    """Group entries an older state dict may lack, with the value they then take."""
+
+    def _validate_group(self, group: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        super().add_param_group(param_group)
+        self._validate_group(self.param_groups[-1])
+
+    def _check_state(self, param: torch.Tensor, state: Mapping[Any, Any], where: str) -> None:
+        """Check a loaded parameter's state (``{}`` when the state dict has none for it).
+
+        Every state tensor that is not a scalar must have its parameter's shape (a list of
+        tensors, AggMo's buffers, likewise). Subclasses extend it for state they require.
+        """
+        for key, value in state.items():
+            tensors = value if isinstance(value, (list, tuple)) else [value]
+            for tensor in tensors:
+                if (
+                    isinstance(tensor, torch.Tensor)
+                    and tensor.dim() > 0
+                    and tensor.shape != param.shape
+                ):
+                    raise invalid(
+                        f"{where}.{key}",
+                        f"a tensor of shape {tuple(tensor.shape)}",
+                        f"its parameter's shape {tuple(param.shape)}",
+                    )
+
+    def _checked_groups(self, state_dict: Any) -> list[dict[str, Any]]:
+        """The groups ``load_state_dict`` would install, each validated; raises on the first
+        problem, having changed nothing."""
+        name = type(self).__name__
+        if not isinstance(state_dict, Mapping) or not {"state", "param_groups"} <= set(state_dict):
+            shown = sorted(state_dict) if isinstance(state_dict, Mapping) else state_dict
+            raise invalid("state_dict", shown, f"a {name}.state_dict() (state, param_groups)")
+        saved_groups, saved_state = state_dict["param_groups"], state_dict["state"]
+        if not isinstance(saved_state, Mapping):
+            raise invalid("state_dict state", saved_state, "a dict: parameter id -> its state")
+        if not isinstance(saved_groups, (list, tuple)) or len(saved_groups) != len(
+            self.param_groups
+        ):
+            count = len(saved_groups) if isinstance(saved_groups, (list, tuple)) else saved_groups
+            raise invalid(
+                "state_dict param_groups",
+                count,
+                f"{len(self.param_groups)} groups, as this optimizer has",
+            )
+        # torch adds "differentiable" to the defaults of an optimizer it has loaded into
+        required = (
+            (set(self.defaults) | set(self.required_group_keys))
+            - set(self.optional_group_keys)
+            - {"differentiable"}
+        )
+        merged = []
+        for i, (group, saved) in enumerate(zip(self.param_groups, saved_groups, strict=True)):
+            where = f"state_dict param_groups[{i}]"
+            if not isinstance(saved, Mapping) or "params" not in saved:
+                raise invalid(where, saved, "a dict with 'params' and the hyperparameters")
+            if len(saved["params"]) != len(group["params"]):
+                raise invalid(
+                    f"{where}.params",
+                    f"{len(saved['params'])} parameters",
+                    f"{len(group['params'])}, as this optimizer's group has",
+                )
+            missing = sorted(required - set(saved))
+            if missing:
+                raise ConfigError(
+                    f"{where}: missing {', '.join(map(repr, missing))}; allowed: a {name} "
+                    f"state dict, whose groups hold {', '.join(sorted(required))} (is it "
+                    "another optimizer's?)"
+                )
+            candidate = {**self.optional_group_keys, **saved, "params": group["params"]}
+            try:
+                self._validate_group(candidate)
+            except ConfigError as error:
+                raise ConfigError(f"{where}.{error}") from None
+            merged.append(candidate)
+            for pid, param in zip(saved["params"], group["params"], strict=True):
+                state = saved_state.get(pid, {})
+                if not isinstance(state, Mapping):
+                    raise invalid(f"state_dict state[{pid}]", state, "a dict of state entries")
+                self._check_state(param, state, f"state_dict state[{pid}]")
+        return merged
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Load a state dict after checking it as the constructor checks its arguments.
+
+        Refused (a ConfigError naming the entry, the optimizer unchanged): another
+        optimizer's state dict (its groups lack this one's hyperparameters), a value the
+        constructor would refuse, a state tensor whose shape is not its parameter's.
+        Loaded hyperparameters replace the optimizer's own, as in torch; a different
+        ``total_steps`` is warned about (once per call).
+        """
+        merged = self._checked_groups(state_dict)
+        changed = [
+            f"param_groups[{i}]: {new['total_steps']} replaces {group['total_steps']}"
+            for i, (group, new) in enumerate(zip(self.param_groups, merged, strict=True))
+            if "total_steps" in group and new["total_steps"] != group["total_steps"]
+        ]
+        super().load_state_dict(state_dict)
+        for group in self.param_groups:
+            for key, value in self.optional_group_keys.items():
+                group.setdefault(key, value)
+        if changed:
+            warnings.warn(
+                f"{type(self).__name__}.load_state_dict: the state dict's total_steps "
+                f"replaces the constructor's ({'; '.join(changed)}): loaded hyperparameters "
+                "win, as in torch. Set group['total_steps'] after loading to change it.",
+                stacklevel=user_stacklevel(),
+            )
+
+
+class ScheduledMomentumOptimizer(CheckedOptimizer):
     """Base class: advances each group's schedule counter once per step and reports beta.
 
-    Subclasses name the group key that holds ``beta_init`` (:attr:`momentum_key`) and
-    implement :meth:`_update_group`, which receives the beta of this step.
+    Subclasses name the group key that holds ``beta_init`` (:meth:`_beta_init`) and
+    implement :meth:`_update_group`, which receives the group's gathered tensors and the
+    beta of this step. :meth:`_gather` may refuse a step before anything has changed.
     """
 
     def __init__(self, params: Iterable[Any], defaults: dict[str, Any]) -> None:
@@ -96,7 +323,6 @@ class ScheduledMomentumOptimizer(Optimizer):
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         param_group.setdefault(STEP_KEY, 0)
         super().add_param_group(param_group)
-        self._validate_group(self.param_groups[-1])
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
@@ -124,7 +350,11 @@ class ScheduledMomentumOptimizer(Optimizer):
         compiled step (``as_tensors``) beta comes back as a 0-d float64 tensor, which the
         compiled graph takes as an input instead of baking it in as a constant.
         """
-        betas = []
+        # every beta first: a schedule that raises for one group advances no group
+        betas = [
+            self.scheduled_beta(group, self._beta_init(group), group[STEP_KEY])
+            for group in self.param_groups
+        ]
         for group in self.param_groups:
             step = group[STEP_KEY]
             if step >= group["total_steps"] and not self._warned_past_end:
@@ -136,7 +366,6 @@ class ScheduledMomentumOptimizer(Optimizer):
                     "optimizer steps.",
                     stacklevel=user_stacklevel(),
                 )
-            betas.append(self.scheduled_beta(group, self._beta_init(group), step))
             group[STEP_KEY] = step + 1
         if as_tensors:
             return [torch.tensor(beta, dtype=torch.float64) for beta in betas]
@@ -157,15 +386,27 @@ class ScheduledMomentumOptimizer(Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        """Perform one optimization step (advances every group's schedule by one)."""
+        """Perform one optimization step (advances every group's schedule by one).
+
+        Every group's gradients are gathered and checked, and every beta computed, before
+        anything changes: a step that raises leaves the counters and parameters as they were.
+        """
         loss = evaluate_closure(closure)
         compiling = torch.compiler.is_compiling()
+        batches = [self._gather(group) for group in self.param_groups]
         betas = self._advance_schedules(as_tensors=compiling)
-        for group, beta in zip(self.param_groups, betas, strict=True):
-            self._update_group(group, beta, compiling)
+        for group, batch, beta in zip(self.param_groups, batches, betas, strict=True):
+            if batch.keys:
+                self._update_group(group, batch, beta, compiling)
         return loss
 
-    def _update_group(self, group: dict[str, Any], beta: Any, compiling: bool) -> None:
+    def _gather(self, group: dict[str, Any]) -> Gathered:
+        """The group's tensors for this step (raising before any change if it cannot run)."""
+        return gather(self, group)
+
+    def _update_group(
+        self, group: dict[str, Any], batch: Gathered, beta: Any, compiling: bool
+    ) -> None:
         """Update the group's parameters with this step's ``beta`` (a float, or a 0-d tensor
         when ``compiling``)."""
         raise NotImplementedError
@@ -175,18 +416,30 @@ def _is_dtensor(tensor: torch.Tensor) -> bool:
     return type(tensor).__name__ == "DTensor"  # without importing torch.distributed
 
 
-def use_fused(fused: bool | None, params: list[torch.Tensor], dtensor_ok: bool = True) -> bool:
-    """Whether torch's fused kernels can take these tensors (CPU or CUDA, real floats, dense).
+FUSED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def use_fused(
+    fused: bool | None,
+    params: list[torch.Tensor],
+    dtensor_ok: bool = True,
+    complex_ok: bool = False,
+) -> bool:
+    """Whether torch's fused kernels can take these tensors (CPU or CUDA, floats, dense).
 
     ``dtensor_ok``: whether the kernel has a DTensor sharding rule (FSDP2 parameters);
-    torch 2.13 has one for fused Adam but not for fused SGD.
+    torch 2.13 has one for fused Adam but not for fused SGD. ``complex_ok``: the optimizer
+    hands complex parameters to the kernel as their real views (see :func:`gather`). Sparse
+    *gradients* are the caller's to check (``Gathered.sparse``): they never take the fused
+    path.
     """
     if fused is False:
         return False
+    dtypes = FUSED_DTYPES + ((torch.complex64, torch.complex128) if complex_ok else ())
     ok = all(
         p.device.type in ("cpu", "cuda")
-        and p.dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-        and not p.is_sparse
+        and p.dtype in dtypes
+        and p.layout is torch.strided
         and (dtensor_ok or not _is_dtensor(p))
         for p in params
     )

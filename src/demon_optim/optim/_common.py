@@ -1,8 +1,9 @@
 """Shared pieces of the reference optimizers (QHM, QHAdam, AggMo, YellowFin).
 
 Validation helpers that raise :class:`demon_optim.ConfigError` naming the argument and the
-value, a base class that validates every parameter group (those added later included), and
-the batching that keeps a fast path's second pass over a tensor in cache.
+value, a base class that validates every parameter group (those added later and those of a
+loaded state dict included), and the batching that keeps a fast path's second pass over a
+tensor in cache.
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ from torch.optim import Optimizer
 
 from ..errors import invalid
 from ..schedules import check_momentum
+from ._base import CheckedOptimizer, Gathered, flag, gather
+
+__all__ = ["ValidatedOptimizer", "flag", "gather", "params_with_grad"]
 
 # The fast paths of QHAdam and AggMo make more than one pass over the same tensors (a kernel
 # call, then a correction or the next buffer). Done batch by batch, the second pass reads
@@ -37,7 +41,7 @@ def number(field: str, value: object, allowed: str, ok: Callable[[float], bool])
 
 
 def nonnegative(field: str, value: object) -> float:
-    return number(field, value, "numbers >= 0", lambda v: v >= 0)
+    return number(field, value, "finite numbers >= 0", lambda v: v >= 0)
 
 
 def momentum_value(field: str, value: object) -> float:
@@ -48,36 +52,31 @@ def unit_interval(field: str, value: object) -> float:
     return number(field, value, "numbers in [0, 1]", lambda v: 0 <= v <= 1)
 
 
-def flag(field: str, value: object) -> bool:
-    if not isinstance(value, bool):
-        raise invalid(field, value, "True or False")
-    return value
-
-
 def pair(field: str, value: object, allowed: str) -> tuple[object, object]:
     if not isinstance(value, (tuple, list)) or len(value) != 2:
         raise invalid(field, value, allowed)
     return value[0], value[1]
 
 
-class ValidatedOptimizer(Optimizer):
-    """An Optimizer whose every parameter group is checked by :meth:`_validate_group`."""
+class ValidatedOptimizer(CheckedOptimizer):
+    """A reference optimizer: every parameter group checked by :meth:`_validate_group` (at
+    construction, in ``add_param_group`` and ``load_state_dict``), and steps that gather
+    every group's gradients with :meth:`_gather_groups` before changing anything."""
 
-    def _validate_group(self, group: dict[str, Any]) -> None:
-        raise NotImplementedError
-
-    def add_param_group(self, param_group: dict[str, Any]) -> None:
-        super().add_param_group(param_group)
-        self._validate_group(self.param_groups[-1])
+    def _gather_groups(self) -> list[tuple[dict[str, Any], Gathered]]:
+        """Every group that has gradients, with its tensors (complex parameters as real
+        views); a sparse gradient raises here, before any group is updated."""
+        work = []
+        for group in self.param_groups:
+            batch = gather(self, group)
+            if batch.keys:
+                work.append((group, batch))
+        return work
 
 
 def params_with_grad(optimizer: Optimizer, group: dict[str, Any]) -> list[Tensor]:
     """The group's parameters that have a gradient this step (sparse ones are refused)."""
-    params = [p for p in group["params"] if p.grad is not None]
-    for p in params:
-        if p.grad.is_sparse:
-            raise RuntimeError(f"{type(optimizer).__name__} does not support sparse gradients")
-    return params
+    return gather(optimizer, group).keys
 
 
 def cache_batches(tensors: Iterable[Tensor], limit: int = CACHE_BATCH_NUMEL) -> list[list[int]]:

@@ -40,11 +40,14 @@ from .. import schedules
 from ..errors import invalid
 from ._base import (
     STEP_KEY,
+    Gathered,
     ScheduleArg,
     ScheduledMomentumOptimizer,
     check_nonnegative,
+    flag,
     group_by_device_dtype,
     outside_compile,
+    real_view,
     use_fused,
 )
 
@@ -84,6 +87,9 @@ class DemonAdam(ScheduledMomentumOptimizer):
         delay: fraction of the run to hold ``beta_init`` before Demon's decay starts.
         maximize: maximize the objective instead of minimizing.
         fused: use torch's fused Adam kernel (default: where the tensors allow).
+
+    A complex parameter is updated as its real view (as torch's Adam); sparse gradients are
+    refused (``RuntimeError: DemonAdam does not support sparse gradients``).
     """
 
     def __init__(
@@ -130,18 +136,22 @@ class DemonAdam(ScheduledMomentumOptimizer):
         schedules.check_momentum(betas[1], "betas[1]")
         check_nonnegative(group["eps"], "eps")
         check_nonnegative(group["weight_decay"], "weight_decay")
-        use_fused(group["fused"], group["params"])
+        flag("decoupled_weight_decay", group["decoupled_weight_decay"])
+        flag("damped", group["damped"])
+        flag("maximize", group["maximize"])
+        use_fused(group["fused"], group["params"], complex_ok=True)
 
-    def _update_group(self, group: dict[str, Any], beta: Any, compiling: bool) -> None:
-        params = [p for p in group["params"] if p.grad is not None]
-        if not params:
-            return
-        grads = [p.grad for p in params]
+    def _update_group(
+        self, group: dict[str, Any], batch: Gathered, beta: Any, compiling: bool
+    ) -> None:
+        params, grads = batch.params, batch.grads
         if compiling:
-            coefficients = self._advance_moments(group, params, beta, as_tensors=True)
+            coefficients = self._advance_moments(
+                group, batch.keys, beta, as_tensors=True, views=batch.complex
+            )
             _adam_loop(params, grads, coefficients, group)
             return
-        coefficients = self._advance_moments(group, params, beta)
+        coefficients = self._advance_moments(group, batch.keys, beta, views=batch.complex)
         if use_fused(group["fused"], params) and not isinstance(group["lr"], Tensor):
             _adam_fused(params, grads, coefficients, group)
         else:
@@ -149,13 +159,20 @@ class DemonAdam(ScheduledMomentumOptimizer):
 
     @outside_compile
     def _advance_moments(
-        self, group: dict[str, Any], params: list[Tensor], beta: Any, as_tensors: bool = False
+        self,
+        group: dict[str, Any],
+        params: list[Tensor],
+        beta: Any,
+        as_tensors: bool = False,
+        views: bool = False,
     ) -> list[tuple[Tensor, Tensor, Any, Any, Any]]:
         """Advance each parameter's counters and return its update coefficients.
 
         For each parameter: ``(exp_avg, exp_avg_sq, w, bc2, s)`` where the first moment is
         updated as ``exp_avg.lerp_(g, w)``, ``bc2 = 1 - beta2**t`` and the step uses
-        ``exp_avg / s``. Kept out of ``torch.compile`` (Python numbers that change every step).
+        ``exp_avg / s``; with ``views`` (some parameter is complex) the moments come as
+        real views, like the parameters. Kept out of ``torch.compile`` (Python numbers that
+        change every step).
         """
         beta = float(beta)
         beta2 = group["betas"][1]
@@ -182,7 +199,10 @@ class DemonAdam(ScheduledMomentumOptimizer):
             coeffs = (w, bc2, s)
             if as_tensors:
                 coeffs = tuple(torch.tensor(c, dtype=torch.float64) for c in coeffs)
-            out.append((state["exp_avg"], state["exp_avg_sq"], *coeffs))
+            exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+            if views:
+                exp_avg, exp_avg_sq = real_view(exp_avg), real_view(exp_avg_sq)
+            out.append((exp_avg, exp_avg_sq, *coeffs))
         return out
 
 

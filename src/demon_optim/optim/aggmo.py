@@ -42,13 +42,13 @@ that the K calls re-read parameters and gradients from cache: K passes, as K tor
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
 from ..errors import invalid
-from ._base import evaluate_closure, group_by_device_dtype, use_fused
+from ._base import evaluate_closure, group_by_device_dtype, real_view, use_fused
 from ._common import (
     ValidatedOptimizer,
     cache_batches,
@@ -56,7 +56,6 @@ from ._common import (
     flag,
     momentum_value,
     nonnegative,
-    params_with_grad,
 )
 
 __all__ = ["AggMo", "applied_betas"]
@@ -92,6 +91,7 @@ class AggMo(ValidatedOptimizer):
     """
 
     momentum_key = "momentum"
+    required_group_keys: ClassVar[tuple[str, ...]] = ("momentum",)
 
     def __init__(
         self,
@@ -124,7 +124,7 @@ class AggMo(ValidatedOptimizer):
         momentum_value("momentum", group["momentum"])
         nonnegative("weight_decay", group["weight_decay"])
         flag("maximize", group["maximize"])
-        use_fused(group["fused"], group["params"], dtensor_ok=False)
+        use_fused(group["fused"], group["params"], dtensor_ok=False, complex_ok=True)
 
     def get_last_betas(self) -> list[tuple[float, ...]]:
         """The betas applied at the last (or, before any, the next) step, one tuple per group."""
@@ -138,35 +138,37 @@ class AggMo(ValidatedOptimizer):
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Perform one optimization step."""
         loss = evaluate_closure(closure)
-        for group in self.param_groups:
-            params = params_with_grad(self, group)
-            if not params:
-                continue
+        # everything checked before any group changes: a step that raises changes nothing
+        work = []
+        for group, batch in self._gather_groups():
             betas = applied_betas(group["betas"], group["momentum"])
-            buffers = []
-            for p in params:
-                state = self.state[p]
-                if "momentum_buffers" not in state:
-                    state["momentum_buffers"] = [
-                        torch.zeros_like(p, memory_format=torch.preserve_format) for _ in betas
-                    ]
-                elif len(state["momentum_buffers"]) != len(betas):
+            buffers = [self.state[p].get("momentum_buffers") for p in batch.keys]
+            for bufs in buffers:
+                if bufs is not None and len(bufs) != len(betas):
                     raise invalid(
                         "betas",
                         group["betas"],
-                        f"{len(state['momentum_buffers'])} values: the number of buffers is "
-                        "fixed once training has started",
+                        f"{len(bufs)} values: the number of buffers is fixed once training "
+                        "has started",
                     )
-                buffers.append(state["momentum_buffers"])
+            work.append((group, batch, betas, buffers))
+        for group, batch, betas, buffers in work:
+            for i, p in enumerate(batch.keys):
+                if buffers[i] is None:
+                    buffers[i] = self.state[p]["momentum_buffers"] = [
+                        torch.zeros_like(p, memory_format=torch.preserve_format) for _ in betas
+                    ]
+            if batch.complex:
+                buffers = [[real_view(b) for b in bufs] for bufs in buffers]
             aggmo(
-                params,
-                [p.grad for p in params],
+                batch.params,
+                batch.grads,
                 buffers,
                 lr=group["lr"],
                 betas=betas,
                 weight_decay=group["weight_decay"],
                 maximize=group["maximize"],
-                fused=use_fused(group["fused"], params, dtensor_ok=False),
+                fused=use_fused(group["fused"], batch.params, dtensor_ok=False),
             )
         return loss
 

@@ -45,14 +45,15 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from types import MappingProxyType
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
 from ..errors import invalid
-from ._base import evaluate_closure, group_by_device_dtype, use_fused
+from ._base import evaluate_closure, group_by_device_dtype, real_view, use_fused
 from ._common import (
     ValidatedOptimizer,
     cache_batches,
@@ -61,7 +62,6 @@ from ._common import (
     momentum_value,
     nonnegative,
     pair,
-    params_with_grad,
     unit_interval,
 )
 
@@ -105,6 +105,9 @@ class QHAdam(ValidatedOptimizer):
     float rounding.
     """
 
+    # state dicts saved before ``compiled`` existed
+    optional_group_keys: ClassVar[Mapping[str, Any]] = MappingProxyType({"compiled": False})
+
     def __init__(
         self,
         params: Iterable[Any],
@@ -146,18 +149,15 @@ class QHAdam(ValidatedOptimizer):
         flag("maximize", group["maximize"])
         if flag("compiled", group.get("compiled", False)) and group["fused"]:
             raise invalid("fused", group["fused"], "None or False with compiled=True")
-        use_fused(group["fused"], group["params"])
+        use_fused(group["fused"], group["params"], complex_ok=True)
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Perform one optimization step."""
         loss = evaluate_closure(closure)
-        for group in self.param_groups:
-            params = params_with_grad(self, group)
-            if not params:
-                continue
-            moments = self._advance(group, params)
-            grads = [p.grad for p in params]
+        for group, batch in self._gather_groups():
+            params, grads = batch.params, batch.grads
+            moments = self._advance(group, batch.keys, views=batch.complex)
             nu1, nu2 = group["nus"]
             if group.get("compiled", False):
                 _qhadam_compiled(params, grads, moments, group)
@@ -168,9 +168,10 @@ class QHAdam(ValidatedOptimizer):
         return loss
 
     def _advance(
-        self, group: dict[str, Any], params: list[Tensor]
+        self, group: dict[str, Any], params: list[Tensor], views: bool = False
     ) -> list[tuple[Tensor, Tensor, float, float]]:
-        """Advance each parameter's counters: ``(exp_avg, exp_avg_sq, bc1, bc2)`` per parameter."""
+        """Advance each parameter's counters: ``(exp_avg, exp_avg_sq, bc1, bc2)`` per parameter
+        (with ``views``, some parameter is complex: the moments come as real views)."""
         beta1, beta2 = group["betas"]
         out = []
         for p in params:
@@ -184,7 +185,10 @@ class QHAdam(ValidatedOptimizer):
             state["beta1_product"] *= beta1
             bc1 = 1.0 - state["beta1_product"]
             bc2 = 1.0 - beta2 ** state["step"]
-            out.append((state["exp_avg"], state["exp_avg_sq"], bc1, bc2))
+            exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+            if views:
+                exp_avg, exp_avg_sq = real_view(exp_avg), real_view(exp_avg_sq)
+            out.append((exp_avg, exp_avg_sq, bc1, bc2))
         return out
 
 

@@ -37,13 +37,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._base import evaluate_closure, group_by_device_dtype, use_fused
+from ._base import evaluate_closure, group_by_device_dtype, param_layout, real_view, use_fused
 from ._common import (
     ValidatedOptimizer,
     flag,
     momentum_value,
     nonnegative,
-    params_with_grad,
     unit_interval,
 )
 
@@ -97,22 +96,21 @@ class QHM(ValidatedOptimizer):
         unit_interval("nu", group["nu"])
         nonnegative("weight_decay", group["weight_decay"])
         flag("maximize", group["maximize"])
-        use_fused(group["fused"], group["params"], dtensor_ok=False)
+        use_fused(group["fused"], group["params"], dtensor_ok=False, complex_ok=True)
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Perform one optimization step."""
         loss = evaluate_closure(closure)
-        for group in self.param_groups:
-            params = params_with_grad(self, group)
-            if not params:
-                continue
-            states = [self.state[p] for p in params]
+        for group, batch in self._gather_groups():
+            states = [self.state[p] for p in batch.keys]
             buffers = [s.get("momentum_buffer") for s in states]
             scales = [s.get("momentum_buffer_scale") for s in states]
+            if batch.complex:
+                buffers = [None if b is None else real_view(b) for b in buffers]
             qhm(
-                params,
-                [p.grad for p in params],
+                batch.params,
+                batch.grads,
                 buffers,
                 scales,
                 lr=group["lr"],
@@ -120,8 +118,10 @@ class QHM(ValidatedOptimizer):
                 nu=group["nu"],
                 weight_decay=group["weight_decay"],
                 maximize=group["maximize"],
-                fused=use_fused(group["fused"], params, dtensor_ok=False),
+                fused=use_fused(group["fused"], batch.params, dtensor_ok=False),
             )
+            if batch.complex:
+                buffers = [param_layout(b, p) for b, p in zip(buffers, batch.keys, strict=True)]
             for state, buf, scale in zip(states, buffers, scales, strict=True):
                 state["momentum_buffer"] = buf
                 state["momentum_buffer_scale"] = scale

@@ -24,10 +24,15 @@ from .. import schedules
 from ..errors import invalid
 from ._base import (
     STEP_KEY,
+    Gathered,
     ScheduleArg,
     ScheduledMomentumOptimizer,
     check_nonnegative,
+    flag,
+    gather,
     group_by_device_dtype,
+    param_layout,
+    real_view,
     use_fused,
 )
 
@@ -59,6 +64,9 @@ class DemonSGD(ScheduledMomentumOptimizer):
 
     ``group["momentum"]`` keeps ``beta_init``; :meth:`get_last_momentum` reports the beta
     applied. With ``schedule="constant"`` the result equals ``torch.optim.SGD`` bit for bit.
+    Sparse gradients (``nn.Embedding(sparse=True)``) take the for-loop, as in torch's SGD,
+    with ``weight_decay=0`` (torch's SGD cannot add a dense decay to a sparse gradient
+    either). A complex parameter is updated as its real view.
     """
 
     def __init__(
@@ -99,25 +107,41 @@ class DemonSGD(ScheduledMomentumOptimizer):
         schedules.check_momentum(group["momentum"], "momentum")
         check_nonnegative(group["dampening"], "dampening")
         check_nonnegative(group["weight_decay"], "weight_decay")
+        flag("nesterov", group["nesterov"])
+        flag("maximize", group["maximize"])
         if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
             raise invalid(
                 "nesterov",
                 f"True with momentum={group['momentum']}, dampening={group['dampening']}",
                 "nesterov=True only with momentum > 0 and dampening = 0",
             )
-        use_fused(group["fused"], group["params"], dtensor_ok=False)
+        use_fused(group["fused"], group["params"], dtensor_ok=False, complex_ok=True)
 
-    def _update_group(self, group: dict[str, Any], beta: Any, compiling: bool) -> None:
-        params, grads, buffers = [], [], []
-        for p in group["params"]:
-            if p.grad is None:
-                continue
-            params.append(p)
-            grads.append(p.grad)
-            buffers.append(self.state[p].get("momentum_buffer"))
+    def _gather(self, group: dict[str, Any]) -> Gathered:
+        """As torch's SGD, sparse gradients are welcome, on the for-loop and without decay."""
+        batch = gather(self, group, sparse_ok=True)
+        if batch.sparse:
+            if group["fused"]:
+                raise invalid("fused", group["fused"], "None or False with sparse gradients")
+            if group["weight_decay"] != 0:
+                raise invalid(
+                    "weight_decay",
+                    group["weight_decay"],
+                    "0 with sparse gradients (as torch's SGD)",
+                )
+        return batch
+
+    def _update_group(
+        self, group: dict[str, Any], batch: Gathered, beta: Any, compiling: bool
+    ) -> None:
+        states = [self.state[p] for p in batch.keys]
+        buffers = [s.get("momentum_buffer") for s in states]
+        if batch.complex:
+            buffers = [None if b is None else real_view(b) for b in buffers]
+        fused = not compiling and not batch.sparse
         demon_sgd(
-            params,
-            grads,
+            batch.params,
+            batch.grads,
             buffers,
             lr=group["lr"],
             beta=beta,
@@ -125,10 +149,12 @@ class DemonSGD(ScheduledMomentumOptimizer):
             weight_decay=group["weight_decay"],
             nesterov=group["nesterov"],
             maximize=group["maximize"],
-            fused=False if compiling else use_fused(group["fused"], params, dtensor_ok=False),
+            fused=fused and use_fused(group["fused"], batch.params, dtensor_ok=False),
         )
-        for p, buf in zip(params, buffers, strict=True):
-            self.state[p]["momentum_buffer"] = buf
+        if batch.complex:
+            buffers = [param_layout(b, p) for b, p in zip(buffers, batch.keys, strict=True)]
+        for state, buf in zip(states, buffers, strict=True):
+            state["momentum_buffer"] = buf
 
 
 def demon_sgd(

@@ -127,7 +127,8 @@ def demon_odds(beta: float, top: float, handle: float) -> float:
     return ratio * beta / (1 - beta + ratio * beta)
 
 
-# --- YellowFin (Zhang & Mitliagkas, algorithm 1 with the authors' log-scale curvature) ------
+# --- YellowFin (Zhang & Mitliagkas, algorithm 1 with the authors' log-scale curvature and
+# the safeguards of their PyTorch code: slow start, adaptive clipping, sparsity debiasing) --
 
 
 @dataclass
@@ -144,10 +145,18 @@ class YellowFinTuner:
     width: int = 20
     zero_debias: bool = True
     smooth: bool = True
-    alpha: float = 1e-3  # initial values: YellowFin's defaults
+    alpha: float = 1.0  # initial values: YellowFin's defaults
     mu: float = 0.0
     eps: float = 1e-6
+    slow_start: bool = True
+    adapt_clip: bool = True
+    stat_protect: float = 100.0
+    move_cap: float = 100.0
+    sparsity_debias: bool = False
+    restart: bool = True  # a step with mu = 0 keeps no buffer (torch's SGD)
     t: int = 0
+    h_max: float = 0.0  # the last step's estimate (the clipping's threshold)
+    sparsity_ema: float = 0.0
     log_h: list[float] = field(default_factory=list)
     h_min_ema: float = 0.0
     h_max_ema: float = 0.0
@@ -167,6 +176,12 @@ class YellowFinTuner:
         debias = 1 - b ** (self.t + 1) if self.zero_debias else 1.0
         h_min = math.exp(self.h_min_ema / debias)
         h_max = math.exp(self.h_max_ema / debias)
+        s = 1.0
+        if self.sparsity_debias:  # fraction of nonzero entries, always debiased
+            nonzero = sum(int(np.count_nonzero(g)) for g in grads.values())
+            fraction = nonzero / sum(g.size for g in grads.values())
+            self.sparsity_ema = b * self.sparsity_ema + (1 - b) * fraction
+            s = self.sparsity_ema / (1 - b ** (self.t + 1))
         for key, g in grads.items():
             self.grad_ema[key] = b * self.grad_ema.get(key, np.zeros_like(g)) + (1 - b) * g
         mean_sq = sum(float(np.dot(self.grad_ema[key], self.grad_ema[key])) for key in grads)
@@ -174,8 +189,13 @@ class YellowFinTuner:
         self.norm_ema = b * self.norm_ema + (1 - b) * math.sqrt(h)
         self.dist_ema = b * self.dist_ema + (1 - b) * self.norm_ema / (self.norm_sq_ema + eps)
         distance = self.dist_ema / debias
+        h_min, h_max, variance, distance = s * h_min, s * h_max, s * variance, distance
+        distance = distance / (math.sqrt(s) + eps) if self.sparsity_debias else distance
+        self.h_max = h_max
         if self.t > 0:
             mu, alpha = self.single_step(h_min, h_max, variance, distance)
+            if self.slow_start:  # ramp over the first 10 windows
+                alpha *= min(1.0, (self.t + 1) / (10 * self.width))
             if self.smooth:
                 mu = b * self.mu + (1 - b) * mu
                 alpha = b * self.alpha + (1 - b) * alpha
@@ -199,18 +219,42 @@ def yellowfin_step(
     params: list[Params],
     grads: list[Grads],
 ) -> None:
-    """Measure all groups' gradients together, tune, then momentum SGD (torch's convention)."""
+    """Measure all groups' gradients together, tune, then momentum SGD (torch's convention).
+
+    Adaptive clipping, with ``h_max`` the last step's estimate: from step 2 the statistics see
+    ``g min(1, (sqrt(F h_max) + eps) / (||g|| + 1e-6))``; from step 1, if ``||g||^2 >= h_max``,
+    the update uses ``g min(1, (sqrt(h_max) + eps) / (||g|| + 1e-6))``; an applied lr with
+    ``lr ||g|| >= M`` becomes ``M / sqrt(||g||^2 + eps)``.
+    """
     effective = {}
     for j, (group, ps, gs) in enumerate(zip(groups, params, grads, strict=True)):
         for i, theta in ps.items():
             if gs[i] is not None:
                 effective[(j, i)] = _effective(gs[i], theta, group.weight_decay, group.maximize)
+
+    def norm() -> float:
+        return math.sqrt(sum(float(np.dot(g, g)) for g in effective.values()))
+
+    t, h_max, eps = tuner.t, tuner.h_max, tuner.eps
+    if tuner.adapt_clip and t >= 2:
+        c = min(1.0, (math.sqrt(tuner.stat_protect * h_max) + eps) / (norm() + 1e-6))
+        effective = {key: c * g for key, g in effective.items()}
+    length = norm()
     tuner.measure(effective)
+    if tuner.adapt_clip and t >= 1 and length**2 >= h_max:
+        c = min(1.0, (math.sqrt(h_max) + eps) / (length + 1e-6))
+        effective = {key: c * g for key, g in effective.items()}
     for (j, i), g in effective.items():
         group = groups[j]
+        lr = group.lr * tuner.alpha
+        if tuner.adapt_clip and lr * length >= tuner.move_cap:
+            lr = tuner.move_cap / math.sqrt(length**2 + eps)
         buf = g if i not in group.buf else tuner.mu * group.buf[i] + g
-        group.buf[i] = buf
-        params[j][i] = params[j][i] - group.lr * tuner.alpha * buf
+        if tuner.restart and tuner.mu == 0:
+            group.buf.pop(i, None)
+        else:
+            group.buf[i] = buf
+        params[j][i] = params[j][i] - lr * buf
 
 
 __all__ = [

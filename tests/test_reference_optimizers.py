@@ -23,6 +23,12 @@ SHAPES = [(37,), (5, 4), (64,)]
 MEMBERS = [[0, 1], [2]]  # parameter indices of the two groups
 STEPS = 300
 
+YF_LEGACY = {  # YellowFin's options before the authors' safeguards were added
+    "slow_start": False,
+    "adapt_clip": False,
+    "restart_at_zero_momentum": False,
+}
+
 # One table drives the generic tests: name -> (kind, options applied to both groups).
 CONFIGS = {
     "qhm": ("qhm", {}),
@@ -47,6 +53,10 @@ CONFIGS = {
         "yellowfin",
         {"zero_debias": False, "beta": 0.95, "initial_lr": 1.0, "initial_momentum": 0.5},
     ),
+    # the authors' PyTorch code: raw tuned values; and the tuner before its safeguards
+    "yellowfin-authors": ("yellowfin", {"smooth": False, "initial_lr": 0.1, "beta": 0.9}),
+    "yellowfin-legacy": ("yellowfin", {"initial_lr": 1e-3, **YF_LEGACY}),
+    "yellowfin-sparsity": ("yellowfin", {"sparsity_debias": True, "curv_win_width": 5}),
 }
 NAMES = list(CONFIGS)
 
@@ -128,7 +138,12 @@ def reference_groups(kind: str, options: dict):
 
 
 def yellowfin_tuner(options: dict) -> ro.YellowFinTuner:
-    names = {"curv_win_width": "width", "initial_lr": "alpha", "initial_momentum": "mu"}
+    names = {
+        "curv_win_width": "width",
+        "initial_lr": "alpha",
+        "initial_momentum": "mu",
+        "restart_at_zero_momentum": "restart",
+    }
     kw = {names.get(k, k): v for k, v in options.items() if k not in YF_GROUP_KEYS}
     return ro.YellowFinTuner(**kw)
 
@@ -570,7 +585,10 @@ def expected_tuning(gradients: list[np.ndarray], beta: float, width: int, eps: f
 
 def tune_on(gradients, fused, **options):
     p = torch.nn.Parameter(torch.zeros(gradients[0].size, dtype=torch.float64))
-    opt = YellowFin([p], smooth=False, eps=EPS, fused=fused, **options)
+    # the paper's formulas alone: without the authors' slow start and clipping
+    opt = YellowFin(
+        [p], smooth=False, eps=EPS, fused=fused, initial_lr=1e-3, **YF_LEGACY, **options
+    )
     seen = []
     for g in gradients:
         p.grad = torch.from_numpy(g.copy())

@@ -67,7 +67,19 @@ def test_registered_as_references_with_the_paper_defaults() -> None:
         "nu": (0.7,),
         "weight_decay": (0.0,),
     }
-    assert get_method("yellowfin").default_grid() == {"lr": (1.0,), "weight_decay": (0.0,)}
+    # YellowFin's options at its defaults; those at their ``legacy`` value (smooth 1,
+    # sparsity_debias 0) leave a configuration, so old trial ids stand (tests/test_yellowfin.py)
+    assert get_method("yellowfin").default_grid() == {
+        "lr": (1.0,),
+        "weight_decay": (0.0,),
+        "initial_lr": (1.0,),
+        "smooth": (1.0,),
+        "slow_start": (1.0,),
+        "adapt_clip": (1.0,),
+        "sparsity_debias": (0.0,),
+        "restart_at_zero_momentum": (1.0,),
+    }
+    assert "smooth" not in get_method("yellowfin").grid()[0]
 
 
 def test_grid_overrides() -> None:

@@ -107,6 +107,16 @@ def _closed_unit_interval(field: str, value: object) -> float:
     return number
 
 
+def _switch(field: str, value: object) -> float:
+    """An on/off hyperparameter: ``true``/``false`` or 1/0, kept as 1.0/0.0 (a Value)."""
+    allowed = "true or false (or 1 or 0)"
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, numbers.Real) and value in (0, 1):
+        return float(value)
+    raise invalid(field, value, allowed)
+
+
 def _betas(field: str, value: object) -> tuple[float, ...]:
     allowed = "non-empty lists of numbers in [0, 1), e.g. [0, 0.9, 0.99]"
     if not isinstance(value, list | tuple) or not value:
@@ -126,18 +136,31 @@ def _milestones(field: str, value: object) -> tuple[float, ...]:
 
 @dataclass(frozen=True)
 class Hyperparameter:
-    """A tunable hyperparameter: its name, default grid and validator."""
+    """A tunable hyperparameter: its name, default grid and validator.
+
+    ``legacy``: for a hyperparameter added to a method after trials of it were stored, the
+    value those trials ran with. A configuration at that value leaves the name out (and a
+    configuration without the name means it), so a trial's id, the hash of its
+    configuration, keeps its meaning; other values make new ids.
+    """
 
     name: str
     grid: tuple[Value, ...]
     check: Callable[[str, object], Value]
     help: str
+    legacy: Value | None = None
 
     def __post_init__(self) -> None:
         if self.name in RESERVED_NAMES:
             raise ValueError(f"hyperparameter name {self.name!r} is reserved")
         for value in self.grid:
             self.check(self.name, value)
+        if self.legacy is not None:
+            self.check(self.name, self.legacy)
+
+    def value(self, config: Mapping[str, Any]) -> Any:
+        """This hyperparameter's value in a checked configuration (absent: ``legacy``)."""
+        return config.get(self.name, self.legacy)
 
 
 def _lr(grid: tuple[float, ...]) -> Hyperparameter:
@@ -182,6 +205,38 @@ AGGMO_BETAS = Hyperparameter(
 )
 LR_FACTOR = Hyperparameter(
     "lr", (1.0,), _positive, "YellowFin: factor on the learning rate its tuner sets"
+)
+# YellowFin's options added after its first trials: ``legacy`` is how those ran (see
+# docs/reference-optimizers.md); the grids are YellowFin's defaults, the authors' code.
+YF_INITIAL_LR = Hyperparameter(
+    "initial_lr", (1.0,), _non_negative, "YellowFin: the tuner's starting lr", legacy=1e-3
+)
+YF_SMOOTH = Hyperparameter(
+    "smooth", (1.0,), _switch, "YellowFin: apply EMA-smoothed tuned values", legacy=1.0
+)
+YF_SLOW_START = Hyperparameter(
+    "slow_start", (1.0,), _switch, "YellowFin: ramp the tuned lr over 10 windows", legacy=0.0
+)
+YF_ADAPT_CLIP = Hyperparameter(
+    "adapt_clip", (1.0,), _switch, "YellowFin: the authors' adaptive clipping", legacy=0.0
+)
+YF_SPARSITY_DEBIAS = Hyperparameter(
+    "sparsity_debias", (0.0,), _switch, "YellowFin: debias for sparse gradients", legacy=0.0
+)
+YF_RESTART = Hyperparameter(
+    "restart_at_zero_momentum",
+    (1.0,),
+    _switch,
+    "YellowFin: a step with momentum 0 keeps no buffer (torch SGD)",
+    legacy=0.0,
+)
+YELLOWFIN_OPTIONS = (
+    YF_INITIAL_LR,
+    YF_SMOOTH,
+    YF_SLOW_START,
+    YF_ADAPT_CLIP,
+    YF_SPARSITY_DEBIAS,
+    YF_RESTART,
 )
 
 
@@ -310,7 +365,15 @@ def _yellowfin(
 ) -> torch.optim.Optimizer:
     from demon_optim import YellowFin
 
-    return YellowFin(params, lr=hp["lr"], weight_decay=hp["weight_decay"])
+    options = {option.name: option.value(hp) for option in YELLOWFIN_OPTIONS}
+    flags = {name: bool(value) for name, value in options.items() if name != "initial_lr"}
+    return YellowFin(
+        params,
+        lr=hp["lr"],
+        weight_decay=hp["weight_decay"],
+        initial_lr=options["initial_lr"],
+        **flags,
+    )
 
 
 OptimizerBuilder = Callable[[Iterable[Any], Mapping[str, Any], Budget], torch.optim.Optimizer]
@@ -514,18 +577,32 @@ class Method:
         configs: list[dict[str, Value]] = [{}]
         for name, values in axes.items():
             configs = [{**config, name: value} for config in configs for value in values]
-        return configs
+        return [self._without_legacy(config) for config in configs]
+
+    def _without_legacy(self, config: Mapping[str, Value]) -> dict[str, Value]:
+        """``config`` without the hyperparameters at their ``legacy`` value."""
+        legacy = {hp.name: hp.legacy for hp in self.hyperparameters if hp.legacy is not None}
+        return {k: v for k, v in config.items() if k not in legacy or v != legacy[k]}
 
     def check_config(self, config: Mapping[str, object], field: str = "hyperparameters") -> dict:
-        """Validate one complete configuration (every hyperparameter, nothing else)."""
+        """Validate one complete configuration (every hyperparameter, nothing else).
+
+        A hyperparameter with a ``legacy`` value may be absent (it then has that value); at
+        that value it is left out of the result, as :meth:`grid` leaves it out.
+        """
         known = {hp.name: hp for hp in self.hyperparameters}
         unknown = sorted(set(config) - set(known))
         if unknown:
             raise invalid(f"{field}.{unknown[0]}", unknown[0], self.hyperparameter_names)
-        missing = [name for name in known if name not in config]
+        missing = [name for name, hp in known.items() if name not in config and hp.legacy is None]
         if missing:
             raise ConfigError(f"{field}: missing {', '.join(missing)} for method {self.name!r}")
-        return {name: known[name].check(f"{field}.{name}", config[name]) for name in known}
+        checked = {
+            name: known[name].check(f"{field}.{name}", config[name])
+            for name in known
+            if name in config
+        }
+        return self._without_legacy(checked)
 
     def build(
         self, params: Iterable[torch.nn.Parameter], config: Mapping[str, Any], budget: Budget
@@ -728,7 +805,7 @@ register(
         optimizer="yellowfin",
         lr_schedule="constant",
         momentum_schedule="tuned",
-        hyperparameters=(LR_FACTOR, WEIGHT_DECAY),
+        hyperparameters=(LR_FACTOR, WEIGHT_DECAY, *YELLOWFIN_OPTIONS),
         summary="YellowFin: lr and momentum tuned every step (lr: a factor); reference",
         reference=True,
     )

@@ -72,7 +72,7 @@ def test_write_and_read_back(tmp_path: pathlib.Path) -> None:
         meta = dict(db.execute("SELECT key, value FROM meta"))
         assert meta["application"] == APPLICATION
         assert meta["schema_version"] == str(SCHEMA_VERSION)
-        assert set(meta) == {"application", "schema_version", "created_at"}
+        assert set(meta) == {"application", "schema_version", "created_at", "store_id"}
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 

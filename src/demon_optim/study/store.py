@@ -256,6 +256,18 @@ def _open_readonly(path: pathlib.Path) -> sqlite3.Connection:
     return connection
 
 
+def _why_unwritable(path: pathlib.Path) -> str | None:
+    """The OS's reason why ``path`` (or a new file beside it) cannot be written, if any."""
+    try:
+        if path.exists():
+            os.close(os.open(path, os.O_RDWR))
+        with tempfile.TemporaryFile(dir=path.parent):
+            pass
+    except OSError as error:
+        return _cause(error)
+    return None
+
+
 def _inspect(path: pathlib.Path) -> tuple[sqlite3.Connection | None, dict[str, str]]:
     """Check what ``path`` holds, read-only: (connection, meta) for a store, (None, {}) if new.
 
@@ -393,7 +405,7 @@ class ResultStore:
             ) from None
         except OSError as error:
             raise _failure(self.path, "create its folder", error) from None
-        with _guard(self.path, "open it for writing"):
+        try:
             db = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
             try:
                 db.execute("PRAGMA journal_mode = WAL")
@@ -402,6 +414,15 @@ class ResultStore:
                 db.close()
                 raise
             return db
+        except sqlite3.Error as error:
+            if _code(error) in (_CANTOPEN, _READONLY):  # SQLite's words say little: ask the OS
+                why = _why_unwritable(self.path)
+                if why is not None:
+                    raise EnvironmentFailure(
+                        f"store '{self.path}': cannot open it for writing: {why}"
+                    ) from None
+            with _guard(self.path, "open it for writing"):
+                raise
 
     def _prepare(self) -> dict[str, str]:
         """Create a new store or migrate a version-1 one; returns the meta table."""

@@ -472,6 +472,12 @@ class ResultStore:
         try:
             source.backup(target)
             target.execute("PRAGMA journal_mode = DELETE")  # one self-contained file
+        except BaseException:
+            target.close()
+            for suffix in ("", "-journal", "-wal", "-shm"):  # no half-made backup left
+                with contextlib.suppress(OSError):
+                    backup.with_name(backup.name + suffix).unlink()
+            raise
         finally:
             target.close()
             source.close()

@@ -7,14 +7,16 @@ import multiprocessing
 import os
 import pathlib
 import signal
-from collections.abc import Iterator, Sequence
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
 
 import pytest
 
 from demon_optim.errors import ConfigError
-from demon_optim.study.executors import Executor, LocalExecutor, run_study
+from demon_optim.study.executors import Executor, LocalExecutor, failed_result, run_study
 from demon_optim.study.spec import TrialSpec
-from demon_optim.study.store import ResultStore
+from demon_optim.study.store import CLAIMED, ResultStore, new_owner
 from demon_optim.study.trial import TrialResult
 from tests.conftest import requires
 
@@ -106,3 +108,80 @@ def test_ctrl_c_stops_the_driver_cleanly(tmp_path: pathlib.Path) -> None:
         assert report.interrupted and report.written == 2
         assert executor.closed
         assert store.count() == 2
+
+
+class InterruptedAfterCommit(ResultStore):
+    """Ctrl-C arrives just after the second result is committed, still inside write()."""
+
+    def write(self, result: TrialResult, owner: str | None = None) -> None:
+        super().write(result, owner)
+        if self.count() == 2:
+            signal.raise_signal(signal.SIGINT)  # raised at the next bytecode, here
+
+
+def test_ctrl_c_right_after_a_write_still_counts_it(tmp_path: pathlib.Path) -> None:
+    with InterruptedAfterCommit(tmp_path / "s.sqlite") as store:
+        report = run_study(specs(4, epochs=1), store, LocalExecutor(1))
+        assert report.interrupted
+        assert report.written == store.count() == 2
+        assert store.claims() == []  # released on the way out
+
+
+class LazyExecutor:
+    """Takes one spec at a time and records which trials were claimed when it took each."""
+
+    workers = 1
+
+    def __init__(self, store: ResultStore) -> None:
+        self.store = store
+        self.claimed_at_take: list[int] = []
+
+    def map_unordered(self, specs: Iterable[TrialSpec]) -> Iterator[TrialResult]:
+        for spec in specs:
+            self.claimed_at_take.append(len(self.store.claims()))
+            yield failed_result(spec, "Skipped: not run in this test")
+
+
+def test_trials_are_claimed_one_at_a_time_as_the_executor_takes_them(
+    tmp_path: pathlib.Path,
+) -> None:
+    trials = specs(3)
+    with ResultStore(tmp_path / "s.sqlite") as store:
+        other = new_owner()  # another live driver runs trials[1] (for 0.5 s more)
+        assert store.claim(trials[1].trial_id, other, lease_s=0.5) == CLAIMED
+        executor = LazyExecutor(store)
+        started = time.monotonic()
+        report = run_study(trials, store, executor, lease_s=0.4, poll_s=0.05)
+        # each spec was claimed when taken (the other driver's claim + this one), released
+        # with its result; trials[1] was skipped, waited for, and taken over once its
+        # lease ran out
+        assert executor.claimed_at_take == [2, 2, 1]
+        assert time.monotonic() - started >= 0.4
+        assert (report.written, report.elsewhere) == (3, 0)
+        assert [r["seed"] for r in store.rows()] == [0, 2, 1]
+        assert store.claims() == []
+
+
+def test_a_trial_another_driver_finishes_meanwhile_is_not_run_again(
+    tmp_path: pathlib.Path,
+) -> None:
+    trials = specs(2)
+    path = tmp_path / "s.sqlite"
+    with ResultStore(path) as store:
+        other = new_owner()
+        assert store.claim(trials[0].trial_id, other, lease_s=60) == CLAIMED
+
+        def finish_it() -> None:  # the other driver, 0.3 s later
+            time.sleep(0.3)
+            with ResultStore(path) as theirs:
+                theirs.write(next(LocalExecutor(1).map_unordered(trials[:1])), other)
+
+        thread = threading.Thread(target=finish_it)
+        thread.start()
+        executor = LazyExecutor(store)
+        report = run_study(trials, store, executor, lease_s=0.4, poll_s=0.05)
+        thread.join()
+        assert (report.written, report.elsewhere) == (1, 1)
+        rows = {r["seed"]: r for r in store.rows()}
+        assert rows[0]["owner"] == other and rows[0]["status"] == "done"
+        assert rows[1]["status"] == "failed" and rows[0]["attempts"] == 1

@@ -4,15 +4,27 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
+import logging
 import pathlib
 import sqlite3
+import tempfile
 import time
 
 import pytest
 
-from demon_optim.errors import ConfigError
+from demon_optim.errors import ConfigError, EnvironmentFailure
 from demon_optim.study.spec import TrialSpec
-from demon_optim.study.store import APPLICATION, SCHEMA_VERSION, NotAStoreError, ResultStore
+from demon_optim.study.store import (
+    APPLICATION,
+    CLAIMED,
+    HELD,
+    SCHEMA_VERSION,
+    SETTLED,
+    NotAStoreError,
+    ResultStore,
+    new_owner,
+)
 from demon_optim.study.trial import TrialResult
 
 
@@ -72,7 +84,7 @@ def test_write_and_read_back(tmp_path: pathlib.Path) -> None:
         meta = dict(db.execute("SELECT key, value FROM meta"))
         assert meta["application"] == APPLICATION
         assert meta["schema_version"] == str(SCHEMA_VERSION)
-        assert set(meta) == {"application", "schema_version", "created_at"}
+        assert set(meta) == {"application", "schema_version", "created_at", "store_id"}
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
@@ -207,3 +219,220 @@ def test_export_csv(tmp_path: pathlib.Path) -> None:
     assert rows[1]["momentum_range"] == "[0.95, 0.85]" and rows[1]["momentum"] == ""
     assert rows[1]["status"] == "failed" and rows[1]["error"] == "failed here"
     assert rows[1]["val_metric"] == ""
+
+
+# The schema of version 1 (demon-optim before several drivers could share a store).
+V1_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE trials (
+    trial_id TEXT PRIMARY KEY,
+    task TEXT NOT NULL,
+    method TEXT NOT NULL,
+    seed INTEGER NOT NULL,
+    epochs INTEGER NOT NULL,
+    batch_size INTEGER NOT NULL,
+    hyperparameters TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('done', 'diverged', 'failed')),
+    val_metric REAL,
+    test_metric REAL,
+    epochs_run INTEGER NOT NULL,
+    history TEXT NOT NULL,
+    wall_time_s REAL NOT NULL,
+    versions TEXT NOT NULL,
+    error TEXT,
+    traceback TEXT,
+    started_at TEXT NOT NULL,
+    finished_at TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 1
+);
+CREATE INDEX trials_by_task_method ON trials (task, method);
+"""
+
+
+def v1_store(path: pathlib.Path) -> list[tuple]:
+    """A version-1 store as the first release wrote it (WAL, two rows); returns its rows."""
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode = WAL")
+    db.executescript(V1_SCHEMA)
+    db.executemany(
+        "INSERT INTO meta VALUES (?, ?)",
+        [("application", APPLICATION), ("schema_version", "1"), ("created_at", "2025-01-01")],
+    )
+    for trial, status in ((spec(0), "done"), (spec(1), "failed")):
+        db.execute(
+            "INSERT INTO trials VALUES (?, 'digits-mlp', 'sgdm', ?, 2, 100, '{\"lr\": 0.1}', ?,"
+            " ?, 0.5, 0.6, 2, '[]', 1.5, '{}', NULL, NULL, 'a', 'b', 3)",
+            (trial.trial_id, trial.seed, json.dumps(trial.to_json()), status),
+        )
+    rows = db.execute("SELECT * FROM trials ORDER BY rowid").fetchall()
+    db.close()
+    return rows
+
+
+def test_version_1_store_is_migrated_in_place_after_a_backup(
+    tmp_path: pathlib.Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "old.sqlite"
+    before = v1_store(path)
+    with caplog.at_level(logging.WARNING), ResultStore(path) as store:
+        meta = store.meta()
+        assert meta["schema_version"] == "2" and len(meta["store_id"]) == 32
+        assert meta["created_at"] == "2025-01-01"
+        assert store.claims() == []
+        assert store.pending([spec(0), spec(1)]) == [spec(1)]
+        rows = store.rows()
+    backup = tmp_path / "old.sqlite.v1-backup"
+    assert f"'{backup}'" in caplog.text and "migrated from schema version 1" in caplog.text
+    with sqlite3.connect(path) as db:
+        after = db.execute("SELECT * FROM trials ORDER BY rowid").fetchall()
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    db.close()
+    assert [row[:-1] for row in after] == before  # every v1 row intact, owner NULL
+    assert all(row[-1] is None for row in after) and rows[0]["owner"] is None
+    with sqlite3.connect(f"{backup.as_uri()}?mode=ro", uri=True) as db:
+        assert db.execute("SELECT * FROM trials ORDER BY rowid").fetchall() == before
+        assert dict(db.execute("SELECT * FROM meta"))["schema_version"] == "1"
+    db.close()
+    # opening it again migrates nothing more and keeps the store id
+    caplog.clear()
+    with caplog.at_level(logging.WARNING), ResultStore(path) as store:
+        assert store.meta()["store_id"] == meta["store_id"]
+    assert "migrated" not in caplog.text
+    assert not (tmp_path / "old.sqlite.v1-backup.1").exists()
+
+
+def test_version_1_store_is_read_as_it_is(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "old.sqlite"
+    v1_store(path)
+    before = digest(path)
+    with ResultStore(path, readonly=True) as store:
+        assert store.meta()["schema_version"] == "1"
+        assert [r["status"] for r in store.rows()] == ["done", "failed"]
+        assert store.claims() == []
+    assert digest(path) == before
+    assert not (tmp_path / "old.sqlite.v1-backup").exists()
+
+
+def test_claims_are_held_released_settled_and_taken_over(tmp_path: pathlib.Path) -> None:
+    a, b = new_owner(), new_owner()
+    assert a != b and a.split(":")[:2] == b.split(":")[:2]
+    trial = spec(0).trial_id
+    with ResultStore(tmp_path / "s.sqlite") as store:
+        assert store.claim(trial, a, lease_s=60) == CLAIMED
+        assert store.claim(trial, b, lease_s=60) == HELD
+        assert store.claim(trial, a, lease_s=60) == CLAIMED  # its own claim: renewed
+        [claim] = store.claims()
+        assert claim["owner"] == a and claim["expires_at"] > time.time() + 50
+        store.release(a)
+        assert store.claims() == [] and store.claim_state(trial, b) == CLAIMED
+        # an expired claim (its driver was killed) is taken over
+        assert store.claim(trial, a, lease_s=0.05) == CLAIMED
+        time.sleep(0.1)
+        assert store.claim(trial, b, lease_s=60) == CLAIMED
+        assert store.claims()[0]["owner"] == b
+        # writing the result releases the writer's claim; the trial is then settled
+        store.write(result(spec(0)), b)
+        assert store.claims() == []
+        assert store.claim(trial, a, lease_s=60) == SETTLED
+        assert store.rows()[0]["owner"] == b
+        # a failed row is claimable again, unless it was rewritten since the caller looked
+        failed = spec(1)
+        store.write(result(failed, "failed"), a)
+        assert store.claim_state(failed.trial_id, b, seen_attempts=1) == CLAIMED
+        assert store.claim_state(failed.trial_id, b, seen_attempts=0) == SETTLED
+
+
+def test_leases_are_renewed_while_inside(tmp_path: pathlib.Path) -> None:
+    owner = new_owner()
+    with ResultStore(tmp_path / "s.sqlite") as store:
+        assert store.claim(spec(0).trial_id, owner, lease_s=0.3) == CLAIMED
+        with store.keep_leases(owner, lease_s=0.3, every_s=0.05):
+            time.sleep(0.6)
+            assert store.claim(spec(0).trial_id, new_owner(), lease_s=1) == HELD
+        time.sleep(0.4)
+        assert store.claim(spec(0).trial_id, new_owner(), lease_s=1) == CLAIMED
+
+
+def test_anything_but_a_regular_file_is_refused_untouched() -> None:
+    with pytest.raises(NotAStoreError, match=r"'/dev/null'.*a character device"):
+        ResultStore("/dev/null")
+    with pytest.raises(NotAStoreError, match="character device"):
+        ResultStore("/dev/null", readonly=True)
+    assert not pathlib.Path("/dev/null-journal").exists()
+    assert not pathlib.Path("/dev/null-wal").exists()
+
+
+def test_a_parent_that_is_a_file_is_one_line(tmp_path: pathlib.Path) -> None:
+    parent = tmp_path / "file.txt"
+    parent.write_text("x")
+    for readonly in (False, True):
+        with pytest.raises(EnvironmentFailure) as caught:
+            ResultStore(parent / "x.sqlite", readonly=readonly)
+        message = str(caught.value)
+        assert f"'{parent / 'x.sqlite'}'" in message and "is a file, not a folder" in message
+        assert "\n" not in message
+    assert parent.read_text() == "x"
+
+
+def test_a_lock_held_too_long_saves_the_result_to_a_pending_file(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    path = tmp_path / "s.sqlite"
+    with ResultStore(path, timeout=0.05, retry_delays=(0.01, 0.02)) as store:
+        store.write(result(spec(0)))
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+        started = time.monotonic()
+        with pytest.raises(EnvironmentFailure) as caught:
+            store.write(result(spec(1)), new_owner())
+        assert time.monotonic() - started < 5
+        other.execute("ROLLBACK")
+        other.close()
+        message = str(caught.value)
+        [saved] = (tmp_path / "cache" / "demon-optim" / "pending").iterdir()
+        assert f"store '{path}'" in message and "database is locked" in message
+        assert "3 attempts" in message and f"saved to '{saved}'" in message
+        assert "\n" not in message
+        record = json.loads(saved.read_text())
+        assert record["store_path"] == str(path.resolve())
+        assert record["store_id"] == store.meta()["store_id"]
+        assert store.count() == 1  # the store itself has not got it yet
+    with ResultStore(path) as store:  # the next open for writing imports it
+        assert sorted(store.statuses().values()) == ["done", "done"]
+        assert [r["attempts"] for r in store.rows()] == [1, 1]
+    assert not saved.exists()
+    with ResultStore(path) as store:  # and only once
+        assert store.count() == 2
+
+
+def test_pending_results_of_another_store_are_left_alone(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    path = tmp_path / "s.sqlite"
+    with ResultStore(path) as store:
+        saved = store.save_pending({"trial_id": spec(0).trial_id, "owner": None, "status": "done"})
+    copy = tmp_path / "copy.sqlite"  # same store id, another path: not its result
+    with sqlite3.connect(path) as source, sqlite3.connect(copy) as target:
+        source.backup(target)
+    source.close()
+    target.close()
+    with ResultStore(copy) as store:
+        assert store.count() == 0
+    assert "'" in saved and len(list((tmp_path / "cache").rglob("*.json"))) == 1
+
+
+def test_with_no_folder_to_write_the_result_is_one_json_line_on_stderr(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))
+    monkeypatch.setattr(tempfile, "tempdir", str(blocker))
+    with ResultStore(tmp_path / "s.sqlite") as store:
+        where = store.save_pending({"trial_id": spec(0).trial_id, "owner": None, "status": "done"})
+    assert where.startswith("stderr as one JSON line")
+    [line] = capsys.readouterr().err.splitlines()
+    assert json.loads(line)["row"]["trial_id"] == spec(0).trial_id

@@ -9,7 +9,6 @@ a results store, without touching it.
 from __future__ import annotations
 
 import pathlib
-import sqlite3
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -115,14 +114,6 @@ def _trial(row: Mapping[str, Any]) -> Trial:
     )
 
 
-def _meta(path: pathlib.Path) -> dict[str, str]:
-    connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-    try:
-        return dict(connection.execute("SELECT key, value FROM meta").fetchall())
-    finally:
-        connection.close()
-
-
 def load_store(path: str | pathlib.Path, trial_ids: Iterable[str] | None = None) -> StoreData:
     """Read ``path`` (read-only); optionally only the rows whose ids are in ``trial_ids``.
 
@@ -133,6 +124,7 @@ def load_store(path: str | pathlib.Path, trial_ids: Iterable[str] | None = None)
     path = pathlib.Path(path)
     with ResultStore(path, readonly=True) as store:
         rows = store.rows(trial_ids)
+        meta = store.meta()
     trials = tuple(_trial(row) for row in rows)
     if not trials:
         raise ConfigError(
@@ -149,4 +141,4 @@ def load_store(path: str | pathlib.Path, trial_ids: Iterable[str] | None = None)
                 f"store: '{path}' has trials of {kind} {unknown[0]!r}, which this version of "
                 f"demon-optim does not know; allowed: {', '.join(sorted(known))}"
             )
-    return StoreData(path=path, meta=_meta(path), trials=trials)
+    return StoreData(path=path, meta=meta, trials=trials)

@@ -3,7 +3,8 @@
 Schema (version :data:`SCHEMA_VERSION`; see ``docs/study.md``)::
 
     meta(key TEXT PRIMARY KEY, value TEXT)
-        application = 'demon-optim results store', schema_version = '1', created_at
+        application = 'demon-optim results store', schema_version = '2', created_at,
+        store_id                                  -- random; names this store's pending files
     trials(trial_id TEXT PRIMARY KEY,             -- sha256 of the trial spec's canonical JSON
            task, method TEXT, seed, epochs, batch_size INTEGER,
            hyperparameters TEXT,                  -- JSON object
@@ -14,39 +15,75 @@ Schema (version :data:`SCHEMA_VERSION`; see ``docs/study.md``)::
            wall_time_s REAL, versions TEXT,       -- JSON object
            error TEXT, traceback TEXT,
            started_at, finished_at TEXT,          -- ISO 8601, UTC
-           attempts INTEGER)                      -- runs of this trial (failed ones re-run)
+           attempts INTEGER,                      -- runs of this trial (failed ones re-run)
+           owner TEXT)                            -- the driver that wrote it (v2; NULL before)
+    claims(trial_id TEXT PRIMARY KEY,             -- a trial some driver is running now
+           owner TEXT,                            -- host:pid:token of that driver
+           expires_at REAL,                       -- Unix time; renewed while it runs
+           claimed_at TEXT)
 
-Durability: WAL journal, ``synchronous=FULL``, and every result is written in its own
-transaction by the one process that drives the study, so a study killed at any moment
-(SIGKILL included) keeps every result written before the kill, and nothing half-written.
-A done or diverged row is final: writing it again changes nothing. A failed row is replaced
-when the trial is run again.
+Version 1 had no ``claims`` table, no ``owner`` column and no ``store_id``; opening a
+version-1 store for writing migrates it in place after copying it to
+``<store>.v1-backup`` (SQLite's backup API); opening it read-only reads it as it is.
 
-Opening a file that is not a results store raises a ConfigError before anything is written.
+Durability: WAL journal, ``synchronous=FULL``, every result written in its own transaction,
+so a driver killed at any moment (SIGKILL included) keeps every result written before the
+kill, and nothing half-written. A done or diverged row is final: writing it again changes
+nothing. A failed row is replaced when the trial is run again. Several drivers on one
+machine may share a store: each claims a trial when it dispatches it (:meth:`claim`), keeps
+the lease alive while it runs (:meth:`keep_leases`) and releases it with the result; a
+claim whose lease expired (its driver was killed) is taken over.
+
+A result that cannot be written (disk full, I/O error, a lock held past the busy timeout) is
+retried with backoff, then saved to a pending file outside the store (:func:`pending_dirs`)
+that the next open for writing of the same store imports, and :meth:`write` raises
+:class:`~demon_optim.errors.EnvironmentFailure`. No public method lets an ``sqlite3.Error``
+out: causes in the environment are EnvironmentFailure, a file that is not a results store
+is a ConfigError (:class:`NotAStoreError`) raised before anything is written.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime
 import json
+import logging
 import math
+import os
 import pathlib
+import secrets
+import socket
 import sqlite3
-from collections.abc import Iterable, Sequence
+import stat
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
-from demon_optim.errors import ConfigError
+from demon_optim.errors import ConfigError, EnvironmentFailure
 from demon_optim.study.spec import TrialSpec
 from demon_optim.study.trial import TrialResult
 
 APPLICATION = "demon-optim results store"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 FINAL_STATUSES = ("done", "diverged")  # never re-run
 _SQLITE_HEADER = b"SQLite format 3\x00"
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+#: Seconds one write waits for another process's lock before it counts as failed.
+BUSY_TIMEOUT_S = 30.0
+#: Pauses between the attempts to write a result (4 attempts over about 20 s).
+RETRY_DELAYS_S = (1.0, 4.0, 15.0)
+
+#: Outcomes of :meth:`ResultStore.claim`.
+CLAIMED, SETTLED, HELD = "claimed", "settled", "held"
+
+log = logging.getLogger(__name__)
+
+_TRIALS = """
 CREATE TABLE IF NOT EXISTS trials (
     trial_id TEXT PRIMARY KEY,
     task TEXT NOT NULL,
@@ -67,10 +104,24 @@ CREATE TABLE IF NOT EXISTS trials (
     traceback TEXT,
     started_at TEXT NOT NULL,
     finished_at TEXT NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 1
-);
-CREATE INDEX IF NOT EXISTS trials_by_task_method ON trials (task, method);
-"""
+    attempts INTEGER NOT NULL DEFAULT 1,
+    owner TEXT
+)"""
+_CLAIMS = """
+CREATE TABLE IF NOT EXISTS claims (
+    trial_id TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    expires_at REAL NOT NULL,
+    claimed_at TEXT NOT NULL
+)"""
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    _TRIALS,
+    "CREATE INDEX IF NOT EXISTS trials_by_task_method ON trials (task, method)",
+    _CLAIMS,
+)
+# Version 1 -> 2: what version 2 added (the schema of version 1 is the above without them).
+_MIGRATE_1_TO_2 = ("ALTER TABLE trials ADD COLUMN owner TEXT", _CLAIMS)
 
 _COLUMNS = (
     "trial_id",
@@ -92,6 +143,7 @@ _COLUMNS = (
     "traceback",
     "started_at",
     "finished_at",
+    "owner",
 )
 _JSON_COLUMNS = ("hyperparameters", "spec", "history", "versions")
 
@@ -104,6 +156,10 @@ ON CONFLICT (trial_id) DO UPDATE SET
 WHERE trials.status = 'failed'
 """
 
+# SQLite's primary result codes that mean "the environment", not "not a store".
+_NOT_A_STORE_CODES = {11, 26}  # SQLITE_CORRUPT, SQLITE_NOTADB
+_CANTOPEN, _READONLY = 14, 8
+
 
 class NotAStoreError(ConfigError):
     """The file exists but is not a demon-optim results store; it was left untouched."""
@@ -115,6 +171,27 @@ def _iso(timestamp: float) -> str:
     )
 
 
+def _now_iso() -> str:
+    return _iso(time.time())
+
+
+def _code(error: sqlite3.Error) -> int:
+    """SQLite's primary result code of ``error`` (0 if unknown)."""
+    return (getattr(error, "sqlite_errorcode", 0) or 0) & 0xFF
+
+
+def _cause(error: BaseException) -> str:
+    """One line: the OS or SQLite message (``[Errno 28] No space left...`` reduced)."""
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    text = str(error).strip() or type(error).__name__
+    return text.splitlines()[0]
+
+
+def _failure(path: pathlib.Path, action: str, error: BaseException) -> EnvironmentFailure:
+    return EnvironmentFailure(f"store '{path}': cannot {action}: {_cause(error)}")
+
+
 def _not_a_store(path: pathlib.Path, why: str) -> NotAStoreError:
     return NotAStoreError(
         f"store: got '{path}'; allowed: a demon-optim results store or a new file "
@@ -122,79 +199,289 @@ def _not_a_store(path: pathlib.Path, why: str) -> NotAStoreError:
     )
 
 
-def _check_existing(path: pathlib.Path) -> bool:
-    """True if ``path`` is an existing results store, False if it is new (absent or empty).
+@contextlib.contextmanager
+def _guard(path: pathlib.Path, action: str) -> Iterator[None]:
+    """Turn an sqlite3/OS error inside the block into one line (never a traceback)."""
+    try:
+        yield
+    except sqlite3.Error as error:
+        if _code(error) in _NOT_A_STORE_CODES:
+            raise _not_a_store(path, f"SQLite cannot read it: {error}") from None
+        raise _failure(path, action, error) from None
+    except EnvironmentFailure:
+        raise
+    except OSError as error:
+        raise _failure(path, action, error) from None
 
-    Raises NotAStoreError for anything else, having opened it read-only.
+
+def _file_kind(mode: int) -> str:
+    for test, name in (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISFIFO, "a named pipe"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def _open_readonly(path: pathlib.Path) -> sqlite3.Connection:
+    """A read-only connection that has read the schema, on a writable or read-only disk.
+
+    WAL mode needs the ``-shm`` file; where it is missing and cannot be created (a read-only
+    file system or folder), the store is opened ``immutable=1``, which is exact only when no
+    committed rows wait in a ``-wal`` file: a non-empty one is refused, not silently skipped.
     """
-    if path.is_dir():
-        raise _not_a_store(path, "it is a directory")
-    if not path.exists() or path.stat().st_size == 0:
-        return False
-    with path.open("rb") as handle:
+    uri = path.resolve().as_uri()
+    connection = sqlite3.connect(f"{uri}?mode=ro", uri=True, isolation_level=None)
+    try:
+        connection.execute("SELECT name FROM sqlite_master").fetchall()
+        return connection
+    except sqlite3.Error as error:
+        connection.close()
+        if _code(error) not in (_CANTOPEN, _READONLY) or os.access(path.parent, os.W_OK):
+            raise
+    wal = path.with_name(path.name + "-wal")
+    if wal.exists() and wal.stat().st_size > 0:
+        raise EnvironmentFailure(
+            f"store '{path}': cannot read it on a read-only file system: committed results "
+            f"are still in '{wal}' (the last driver was killed), which SQLite can only apply "
+            "where it may write; open the store once where it is writable (e.g. demon-optim "
+            "export there) or copy it together with its -wal file to a writable place"
+        )
+    connection = sqlite3.connect(f"{uri}?immutable=1", uri=True, isolation_level=None)
+    connection.execute("SELECT name FROM sqlite_master").fetchall()
+    return connection
+
+
+def _why_unwritable(path: pathlib.Path) -> str | None:
+    """The OS's reason why ``path`` (or a new file beside it) cannot be written, if any."""
+    try:
+        if path.exists():
+            os.close(os.open(path, os.O_RDWR))
+        with tempfile.TemporaryFile(dir=path.parent):
+            pass
+    except OSError as error:
+        return _cause(error)
+    return None
+
+
+def _inspect(path: pathlib.Path) -> tuple[sqlite3.Connection | None, dict[str, str]]:
+    """Check what ``path`` holds, read-only: (connection, meta) for a store, (None, {}) if new.
+
+    A new path is absent, an empty file or an empty SQLite database. Anything else that is
+    not a results store raises NotAStoreError (ConfigError); a schema newer than this
+    version's too. The caller closes the connection.
+    """
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        return None, {}
+    except NotADirectoryError:
+        raise EnvironmentFailure(
+            f"store '{path}': cannot create it: a parent of it is a file, not a folder"
+        ) from None
+    except OSError as error:
+        raise _failure(path, "read it", error) from None
+    if not stat.S_ISREG(info.st_mode):
+        raise _not_a_store(path, f"it is {_file_kind(info.st_mode)}")
+    if info.st_size == 0:
+        return None, {}
+    with _guard(path, "read it"), path.open("rb") as handle:
         if handle.read(len(_SQLITE_HEADER)) != _SQLITE_HEADER:
             raise _not_a_store(path, "it is not an SQLite database")
     try:
-        connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-        try:
+        connection = _open_readonly(path)
+    except sqlite3.Error as error:
+        if _code(error) in _NOT_A_STORE_CODES:
+            raise _not_a_store(path, f"SQLite cannot read it: {error}") from None
+        raise _failure(path, "read it", error) from None
+    try:
+        with _guard(path, "read it"):
             tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master")}
             if not tables:
-                return False  # an empty SQLite database: nothing to overwrite
+                connection.close()
+                return None, {}  # an empty SQLite database: nothing to overwrite
             if "meta" not in tables or "trials" not in tables:
                 raise _not_a_store(path, "an SQLite database without demon-optim's tables")
             meta = dict(connection.execute("SELECT key, value FROM meta").fetchall())
-        finally:
-            connection.close()
-    except sqlite3.Error as error:
-        raise _not_a_store(path, f"SQLite cannot read it: {error}") from None
+    except BaseException:
+        connection.close()
+        raise
     if meta.get("application") != APPLICATION:
+        connection.close()
         raise _not_a_store(path, f"its meta table says application={meta.get('application')!r}")
     version = meta.get("schema_version", "")
     if not version.isdigit() or int(version) > SCHEMA_VERSION:
+        connection.close()
         raise ConfigError(
             f"store: '{path}' has schema_version {version!r}; allowed: <= {SCHEMA_VERSION} "
             "(written by a newer demon-optim; upgrade to read it)"
         )
-    return True
+    return connection, meta
+
+
+def new_owner() -> str:
+    """A driver's claim owner: ``host:pid:token`` (the token tells two runs of a pid apart)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+def pending_dirs() -> list[pathlib.Path]:
+    """Where results that could not be written to their store are saved, in order of choice.
+
+    ``$XDG_CACHE_HOME/demon-optim/pending`` (else ``~/.cache/demon-optim/pending``), then
+    ``<temporary folder>/demon-optim-pending``. The first one that can be written is used.
+    """
+    cache = os.environ.get("XDG_CACHE_HOME")
+    base = pathlib.Path(cache) if cache else pathlib.Path.home() / ".cache"
+    return [
+        base / "demon-optim" / "pending",
+        pathlib.Path(tempfile.gettempdir()) / "demon-optim-pending",
+    ]
 
 
 class ResultStore:
     """A results store on disk; open it once per process (``with ResultStore(path) as s``).
 
-    ``readonly=True`` requires an existing store and never writes (export, reports).
+    ``readonly=True`` requires an existing store and never writes (export, reports); it
+    reads a version-1 store as it is, and a store on a read-only file system. Opening for
+    writing creates the store, migrates a version-1 store (backup first) and imports the
+    results that an earlier run could not write to it (pending files). ``timeout``: seconds a
+    statement waits for another process's lock; ``retry_delays``: pauses between the
+    attempts to write one result.
     """
 
-    def __init__(self, path: str | pathlib.Path, *, readonly: bool = False) -> None:
+    def __init__(
+        self,
+        path: str | pathlib.Path,
+        *,
+        readonly: bool = False,
+        timeout: float = BUSY_TIMEOUT_S,
+        retry_delays: Sequence[float] = RETRY_DELAYS_S,
+    ) -> None:
         self.path = pathlib.Path(path)
-        exists = _check_existing(self.path)
+        self.readonly = readonly
+        self.timeout = timeout
+        self.retry_delays = tuple(retry_delays)
+        probe, meta = _inspect(self.path)
         if readonly:
-            if not exists:
+            if probe is None:
                 raise ConfigError(
                     f"store: got '{self.path}'; allowed: an existing results store "
                     "(run a study first: demon-optim run STUDY --store PATH)"
                 )
-            uri = f"{self.path.resolve().as_uri()}?mode=ro"
-            self._db = sqlite3.connect(uri, uri=True, isolation_level=None)
+            self._db = probe
+            self._meta = meta
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode = WAL")
-        self._db.execute("PRAGMA synchronous = FULL")
-        if not exists:
-            with self._transaction():
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        self._db.execute(statement)
-                self._db.executemany(
-                    "INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)",
-                    [
-                        ("application", APPLICATION),
-                        ("schema_version", str(SCHEMA_VERSION)),
-                        ("created_at", _iso(datetime.datetime.now().timestamp())),
-                    ],
-                )
+        if probe is not None:
+            probe.close()
+        created = not self.path.exists()
+        try:
+            self._db = self._connect()
+        except EnvironmentFailure:
+            if created:  # leave no half-made store behind (e.g. the disk was full)
+                for suffix in ("", "-wal", "-shm", "-journal"):
+                    with contextlib.suppress(OSError):
+                        self.path.with_name(self.path.name + suffix).unlink()
+            raise
+        try:
+            with _guard(self.path, "open it for writing"):
+                self._meta = self._prepare()
+                self._import_pending()
+        except BaseException:
+            self._db.close()
+            raise
 
     # -- plumbing -------------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise EnvironmentFailure(
+                f"store '{self.path}': cannot create it: a parent of it is a file, not a folder"
+            ) from None
+        except OSError as error:
+            raise _failure(self.path, "create its folder", error) from None
+        try:
+            db = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
+            try:
+                db.execute("PRAGMA journal_mode = WAL")
+                db.execute("PRAGMA synchronous = FULL")
+            except BaseException:
+                db.close()
+                raise
+            return db
+        except sqlite3.Error as error:
+            if _code(error) in (_CANTOPEN, _READONLY):  # SQLite's words say little: ask the OS
+                why = _why_unwritable(self.path)
+                if why is not None:
+                    raise EnvironmentFailure(
+                        f"store '{self.path}': cannot open it for writing: {why}"
+                    ) from None
+            with _guard(self.path, "open it for writing"):
+                raise
+
+    def _prepare(self) -> dict[str, str]:
+        """Create a new store or migrate a version-1 one; returns the meta table."""
+        with self._transaction():  # under the write lock: two drivers cannot both do it
+            current = self.meta() if self._has_table("meta") else {}
+            version = current.get("schema_version")
+            if version is None:
+                for statement in _SCHEMA:
+                    self._db.execute(statement)
+                current = {
+                    "application": APPLICATION,
+                    "schema_version": str(SCHEMA_VERSION),
+                    "created_at": _now_iso(),
+                    "store_id": uuid.uuid4().hex,
+                }
+                self._db.executemany(
+                    "INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", current.items()
+                )
+            elif version == "1":
+                backup = self._backup_v1()
+                for statement in _MIGRATE_1_TO_2:
+                    self._db.execute(statement)
+                current["schema_version"] = str(SCHEMA_VERSION)
+                current.setdefault("store_id", uuid.uuid4().hex)
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                    [(k, current[k]) for k in ("schema_version", "store_id")],
+                )
+                log.warning(
+                    "store '%s': migrated from schema version 1 to %d; the version-1 store "
+                    "was copied to '%s' first",
+                    self.path,
+                    SCHEMA_VERSION,
+                    backup,
+                )
+        return current
+
+    def _backup_v1(self) -> pathlib.Path:
+        """Copy the store (as committed) beside it, with SQLite's backup API."""
+        backup = self.path.with_name(self.path.name + ".v1-backup")
+        number = 1
+        while backup.exists():
+            backup = self.path.with_name(f"{self.path.name}.v1-backup.{number}")
+            number += 1
+        source = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True)
+        target = sqlite3.connect(backup)
+        try:
+            source.backup(target)
+            target.execute("PRAGMA journal_mode = DELETE")  # one self-contained file
+        except BaseException:
+            target.close()
+            for suffix in ("", "-journal", "-wal", "-shm"):  # no half-made backup left
+                with contextlib.suppress(OSError):
+                    backup.with_name(backup.name + suffix).unlink()
+            raise
+        finally:
+            target.close()
+            source.close()
+        return backup
 
     def _transaction(self) -> _Transaction:
         return _Transaction(self._db)
@@ -210,38 +497,213 @@ class ResultStore:
 
     # -- writing --------------------------------------------------------------------------
 
-    def write(self, result: TrialResult) -> None:
-        """Record one result in its own transaction (a final row is never replaced)."""
-        spec = result.spec
-        row = (
-            spec.trial_id,
-            spec.task,
-            spec.method,
-            spec.seed,
-            spec.epochs,
-            spec.batch_size,
-            json.dumps(spec.identity()["hyperparameters"]),
-            json.dumps(spec.to_json(), sort_keys=True),
-            result.status,
-            _finite_or_none(result.val_metric),
-            _finite_or_none(result.test_metric),
-            len(result.history),
-            json.dumps([_clean(r) for r in result.history]),
-            result.wall_time_s,
-            json.dumps(result.versions, sort_keys=True),
-            result.error,
-            result.traceback,
-            _iso(result.started_at),
-            _iso(datetime.datetime.now().timestamp()),
+    def write(self, result: TrialResult, owner: str | None = None) -> None:
+        """Record one result in its own transaction (a final row is never replaced).
+
+        ``owner``: the driver that ran it; its claim on the trial is released in the same
+        transaction. A failure is retried after each of ``retry_delays``; if the result still
+        cannot be written, it is saved to a pending file (imported by the next open for
+        writing of this store) and EnvironmentFailure says where.
+        """
+        row = _row(result, owner)
+        error: sqlite3.Error | None = None
+        for delay in (*self.retry_delays, None):
+            try:
+                self._write_row(row)
+                return
+            except sqlite3.Error as caught:
+                error = caught
+                log.debug("store %s: write failed (%s)", self.path, caught)
+            if delay is not None:
+                time.sleep(delay)
+        assert error is not None
+        where = self.save_pending(row)
+        attempts = len(self.retry_delays) + 1
+        raise EnvironmentFailure(
+            f"store '{self.path}': cannot write the result of trial {result.spec.trial_id[:12]}"
+            f": {_cause(error)} ({attempts} attempts over {sum(self.retry_delays):.0f} s); "
+            f"the result was saved to {where}"
         )
+
+    def _write_row(self, row: Mapping[str, Any]) -> None:
         with self._transaction():
-            self._db.execute(_UPSERT, row)
+            self._db.execute(_UPSERT, [row[c] for c in _COLUMNS])
+            if row["owner"] is not None:
+                self._db.execute(
+                    "DELETE FROM claims WHERE trial_id = ? AND owner = ?",
+                    (row["trial_id"], row["owner"]),
+                )
+
+    def save_pending(self, row: Mapping[str, Any]) -> str:
+        """Save a row that could not be written outside the store; returns where (in words)."""
+        record = {
+            "application": APPLICATION,
+            "store_id": self._meta.get("store_id"),
+            "store_path": str(self.path.resolve()),
+            "saved_at": _now_iso(),
+            "row": dict(row),
+        }
+        text = json.dumps(record, sort_keys=True)
+        name = f"{record['store_id']}-{row['trial_id'][:16]}-{secrets.token_hex(4)}.json"
+        for folder in pending_dirs():
+            target = folder / name
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+                partial = target.with_suffix(".part")
+                with partial.open("w", encoding="utf-8") as handle:
+                    handle.write(text + "\n")
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                partial.replace(target)
+            except OSError as error:
+                log.debug("pending folder %s: %s", folder, error)
+                with contextlib.suppress(OSError):
+                    target.with_suffix(".part").unlink()
+                continue
+            return f"'{target}' (the next run on this store imports it)"
+        print(text, file=sys.stderr, flush=True)
+        return (
+            "stderr as one JSON line (no folder could be written; keep that line: it is the result)"
+        )
+
+    def _import_pending(self) -> None:
+        """Write the results saved for this store by runs that could not write them."""
+        store_id = self._meta.get("store_id")
+        here = str(self.path.resolve())
+        imported = []
+        for folder in pending_dirs():
+            try:
+                files = sorted(folder.glob(f"{store_id}-*.json"))
+            except OSError:
+                continue
+            for file in files:
+                try:
+                    record = json.loads(file.read_text(encoding="utf-8"))
+                except (OSError, ValueError) as error:
+                    log.warning("pending result '%s' cannot be read (%s); left there", file, error)
+                    continue
+                if record.get("store_id") != store_id or record.get("store_path") != here:
+                    continue  # a copy of this store elsewhere: not ours to import
+                row = record["row"]
+                self._write_row({c: row.get(c) for c in _COLUMNS})
+                with contextlib.suppress(OSError):
+                    file.unlink()
+                imported.append(file)
+        if imported:
+            log.warning(
+                "store '%s': imported %d result(s) an earlier run could not write (from %s)",
+                self.path,
+                len(imported),
+                ", ".join(sorted({str(f.parent) for f in imported})),
+            )
+
+    # -- claims (several drivers on one store) ----------------------------------------------
+
+    def claim(self, trial_id: str, owner: str, lease_s: float, seen_attempts: int = 0) -> str:
+        """Claim a trial for ``owner`` for ``lease_s`` seconds, if nobody else runs it.
+
+        Returns :data:`CLAIMED`; :data:`SETTLED` if its row is final or was written since
+        the caller looked (its attempts are no longer ``seen_attempts``: another driver ran
+        it in the meantime); :data:`HELD` if another owner's lease on it is still running.
+        An expired claim is taken over.
+        """
+        with _guard(self.path, "claim a trial"), self._transaction():
+            state = self._claim_state(trial_id, owner, seen_attempts)
+            if state == CLAIMED:
+                self._db.execute(
+                    "INSERT OR REPLACE INTO claims (trial_id, owner, expires_at, claimed_at) "
+                    "VALUES (?, ?, ?, ?)",
+                    (trial_id, owner, time.time() + lease_s, _now_iso()),
+                )
+            return state
+
+    def claim_state(self, trial_id: str, owner: str, seen_attempts: int = 0) -> str:
+        """What :meth:`claim` would return now, without claiming."""
+        with _guard(self.path, "read the claims"):
+            return self._claim_state(trial_id, owner, seen_attempts)
+
+    def _claim_state(self, trial_id: str, owner: str, seen_attempts: int) -> str:
+        row = self._db.execute(
+            "SELECT status, attempts FROM trials WHERE trial_id = ?", (trial_id,)
+        ).fetchone()
+        if row is not None and (row[0] in FINAL_STATUSES or row[1] != seen_attempts):
+            return SETTLED
+        held = self._db.execute(
+            "SELECT 1 FROM claims WHERE trial_id = ? AND owner != ? AND expires_at > ?",
+            (trial_id, owner, time.time()),
+        ).fetchone()
+        return HELD if held else CLAIMED
+
+    def attempts(self) -> dict[str, int]:
+        """trial id -> attempts, for every row (0 for a trial not in the store)."""
+        with _guard(self.path, "read it"):
+            return dict(self._db.execute("SELECT trial_id, attempts FROM trials").fetchall())
+
+    def claims(self) -> list[dict[str, Any]]:
+        """The claims now in the store (expired ones included); empty for a version-1 store."""
+        with _guard(self.path, "read the claims"):
+            if not self._has_table("claims"):
+                return []
+            cursor = self._db.execute("SELECT * FROM claims ORDER BY trial_id")
+            names = [d[0] for d in cursor.description]
+            return [dict(zip(names, values, strict=True)) for values in cursor]
+
+    def release(self, owner: str) -> None:
+        """Drop every claim of ``owner`` (a driver that stops), so others need not wait."""
+        with _guard(self.path, "release its claims"), self._transaction():
+            self._db.execute("DELETE FROM claims WHERE owner = ?", (owner,))
+
+    @contextlib.contextmanager
+    def keep_leases(self, owner: str, lease_s: float, every_s: float) -> Iterator[None]:
+        """Renew ``owner``'s claims every ``every_s`` seconds from a thread while inside.
+
+        The thread has its own connection (trials may run for hours; the driver's thread is
+        busy with the executor). A failed renewal is logged and retried at the next tick.
+        """
+        stop = threading.Event()
+
+        def renew() -> None:
+            try:
+                db = sqlite3.connect(self.path, timeout=min(self.timeout, every_s))
+            except sqlite3.Error as error:
+                log.warning("store '%s': cannot renew leases: %s", self.path, error)
+                return
+            try:
+                while not stop.wait(every_s):
+                    try:
+                        with db:
+                            db.execute(
+                                "UPDATE claims SET expires_at = ? WHERE owner = ?",
+                                (time.time() + lease_s, owner),
+                            )
+                    except sqlite3.Error as error:
+                        log.warning("store '%s': cannot renew leases: %s", self.path, error)
+            finally:
+                db.close()
+
+        thread = threading.Thread(target=renew, name="demon-optim-leases", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
 
     # -- reading --------------------------------------------------------------------------
 
+    def _has_table(self, name: str) -> bool:
+        query = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
+        return self._db.execute(query, (name,)).fetchone() is not None
+
+    def meta(self) -> dict[str, str]:
+        """The meta table (application, schema_version, created_at, store_id)."""
+        with _guard(self.path, "read it"):
+            return dict(self._db.execute("SELECT key, value FROM meta").fetchall())
+
     def statuses(self) -> dict[str, str]:
         """trial id -> status, for every row."""
-        return dict(self._db.execute("SELECT trial_id, status FROM trials").fetchall())
+        with _guard(self.path, "read it"):
+            return dict(self._db.execute("SELECT trial_id, status FROM trials").fetchall())
 
     def pending(self, specs: Sequence[TrialSpec]) -> list[TrialSpec]:
         """The specs still to run: not in the store, or failed last time."""
@@ -250,21 +712,23 @@ class ResultStore:
 
     def rows(self, trial_ids: Iterable[str] | None = None) -> list[dict[str, Any]]:
         """Rows as dicts (JSON columns decoded), in insertion order; optionally only ``ids``."""
-        cursor = self._db.execute("SELECT * FROM trials ORDER BY rowid")
-        names = [d[0] for d in cursor.description]
-        wanted = None if trial_ids is None else set(trial_ids)
-        rows = []
-        for values in cursor:
-            row = dict(zip(names, values, strict=True))
-            if wanted is not None and row["trial_id"] not in wanted:
-                continue
-            for column in _JSON_COLUMNS:
-                row[column] = json.loads(row[column])
-            rows.append(row)
-        return rows
+        with _guard(self.path, "read it"):
+            cursor = self._db.execute("SELECT * FROM trials ORDER BY rowid")
+            names = [d[0] for d in cursor.description]
+            wanted = None if trial_ids is None else set(trial_ids)
+            rows = []
+            for values in cursor:
+                row = dict(zip(names, values, strict=True))
+                if wanted is not None and row["trial_id"] not in wanted:
+                    continue
+                for column in _JSON_COLUMNS:
+                    row[column] = json.loads(row[column])
+                rows.append(row)
+            return rows
 
     def count(self) -> int:
-        return self._db.execute("SELECT COUNT(*) FROM trials").fetchone()[0]
+        with _guard(self.path, "read it"):
+            return self._db.execute("SELECT COUNT(*) FROM trials").fetchone()[0]
 
     def export_csv(self, out: str | pathlib.Path) -> int:
         """Write one CSV row per trial; returns the number of rows.
@@ -282,18 +746,49 @@ class ResultStore:
         head = ["trial_id", "task", "method", "seed", "epochs", "batch_size"]
         tail = ["status", "val_metric", "test_metric", "epochs_run", "wall_time_s", "error"]
         out = pathlib.Path(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with out.open("w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(head + hyper_names + tail)
-            for row in rows:
-                hyper = row["hyperparameters"]
-                writer.writerow(
-                    [row[c] for c in head]
-                    + [_csv_value(hyper.get(name)) for name in hyper_names]
-                    + [row[c] for c in tail]
-                )
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            with out.open("w", newline="", encoding="utf-8") as handle:
+                writer = csv.writer(handle)
+                writer.writerow(head + hyper_names + tail)
+                for row in rows:
+                    hyper = row["hyperparameters"]
+                    writer.writerow(
+                        [row[c] for c in head]
+                        + [_csv_value(hyper.get(name)) for name in hyper_names]
+                        + [row[c] for c in tail]
+                    )
+        except OSError as error:
+            raise EnvironmentFailure(f"export '{out}': cannot write it: {_cause(error)}") from None
         return len(rows)
+
+
+def _row(result: TrialResult, owner: str | None) -> dict[str, Any]:
+    """The store row of a result (plain JSON values: it may go to a pending file)."""
+    spec = result.spec
+    values = (
+        spec.trial_id,
+        spec.task,
+        spec.method,
+        spec.seed,
+        spec.epochs,
+        spec.batch_size,
+        json.dumps(spec.identity()["hyperparameters"]),
+        json.dumps(spec.to_json(), sort_keys=True),
+        result.status,
+        _finite_or_none(result.val_metric),
+        _finite_or_none(result.test_metric),
+        len(result.history),
+        json.dumps([_clean(r) for r in result.history]),
+        result.wall_time_s,
+        json.dumps(result.versions, sort_keys=True),
+        result.error,
+        result.traceback,
+        _iso(result.started_at),
+        _now_iso(),
+        owner,
+    )
+    return dict(zip(_COLUMNS, values, strict=True))
 
 
 def _csv_value(value: Any) -> Any:
@@ -324,6 +819,15 @@ class _Transaction:
 
     def __exit__(self, exc_type: object, *rest: object) -> None:
         if exc_type is None:
-            self._db.execute("COMMIT")
+            try:
+                self._db.execute("COMMIT")
+            except BaseException:  # e.g. disk full at commit: leave no transaction open
+                self._rollback()
+                raise
         else:
-            self._db.execute("ROLLBACK")
+            self._rollback()
+
+    def _rollback(self) -> None:
+        if self._db.in_transaction:  # SQLite may have rolled back already (disk full)
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")

@@ -1,31 +1,44 @@
 """Executors run trials; :func:`run_study` drives one over a study and fills the store.
 
-The driver is the only writer: it asks the store which trials are still pending (not there,
-or failed last time), feeds them to the executor, and writes each result in its own
-transaction as it arrives. Ctrl-C stops it cleanly: no new trials start, the workers are
-stopped, what was written stays written, and the report says so.
+The driver alone writes the store: it asks which trials are still pending (not there, or
+failed last time), hands them to the executor one at a time as workers come free, claiming
+each in the store as it goes (so several drivers on one store share the work, and a trial
+another driver runs is skipped), and writes each result in its own transaction as it
+arrives, releasing the claim. A background thread renews the driver's leases while its
+trials run; a claim whose lease expired (its driver was killed) is taken over. When only
+trials claimed by other live drivers remain, the driver waits for them, so every driver's
+run ends with the whole study in the store.
+
+Ctrl-C stops it cleanly: no new trials start, the workers are stopped, its claims are
+released, what was written stays written, and the report says so. A result the store cannot
+take (disk full, I/O error, a lock held too long) is saved to a pending file and the run
+stops with :class:`~demon_optim.errors.EnvironmentFailure` (see the store).
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
+from demon_optim.errors import invalid
 from demon_optim.study.executors.base import (
     Executor,
     execute,
     failed_result,
     setup_worker,
+    sigint_deferred,
     sigint_ignored,
 )
 from demon_optim.study.executors.local import LocalExecutor, default_workers
 from demon_optim.study.progress import Progress
 from demon_optim.study.spec import TrialSpec
-from demon_optim.study.store import ResultStore
+from demon_optim.study.store import CLAIMED, SETTLED, ResultStore, new_owner
 from demon_optim.study.trial import TrialResult
 
 __all__ = [
+    "LEASE_S",
     "Executor",
     "LocalExecutor",
     "RunReport",
@@ -35,6 +48,10 @@ __all__ = [
     "run_study",
     "setup_worker",
 ]
+
+
+#: Default lease of a claim (seconds); it is renewed every third of it while the trial runs.
+LEASE_S = 60.0
 
 
 @dataclass
@@ -48,6 +65,7 @@ class RunReport:
     failures: list[TrialResult] = field(default_factory=list)
     interrupted: bool = False
     wall_time_s: float = 0.0
+    elsewhere: int = 0  # pending trials that other drivers on the store ran meanwhile
 
 
 def run_study(
@@ -56,32 +74,100 @@ def run_study(
     executor: Executor,
     *,
     progress: bool = False,
+    lease_s: float = LEASE_S,
+    poll_s: float | None = None,
 ) -> RunReport:
     """Run the specs not yet final in ``store`` on ``executor``; write each result as it comes.
 
-    Longer budgets start first (shorter tail). ``progress`` draws a bar on stderr. Returns
-    with ``interrupted=True`` after Ctrl-C (KeyboardInterrupt) instead of raising it.
+    Longer budgets start first (shorter tail). ``progress`` draws a bar on stderr. Each
+    trial is claimed for ``lease_s`` seconds as the executor takes it (renewed every
+    ``lease_s / 3``); trials other drivers hold are skipped, and waited for (polling every
+    ``poll_s``, default ``min(5, lease_s / 4)``) once nothing else is left. Returns with
+    ``interrupted=True`` after Ctrl-C (KeyboardInterrupt) instead of raising it. Raises
+    EnvironmentFailure, after stopping the workers, if a result cannot be written (the
+    result is then in a pending file, see :meth:`ResultStore.write`).
     """
+    if not lease_s > 0:
+        raise invalid("lease_s", lease_s, "numbers > 0")
+    poll_s = min(5.0, lease_s / 4) if poll_s is None else poll_s
     start = time.perf_counter()
+    owner = new_owner()
     pending = sorted(store.pending(specs), key=lambda spec: -spec.epochs)
+    seen = store.attempts()
     report = RunReport(total=len(specs), skipped=len(specs) - len(pending))
     bar = Progress(len(pending), enabled=progress)
-    results = executor.map_unordered(pending)
+
+    def settled(spec: TrialSpec) -> None:  # another driver wrote it during this run
+        report.elsewhere += 1
+        bar.update("by another driver")
+
+    def claimed(todo: list[TrialSpec], held: list[TrialSpec]) -> Iterator[TrialSpec]:
+        """The specs this driver may run, claimed one by one as the executor takes them."""
+        for spec in todo:
+            state = store.claim(spec.trial_id, owner, lease_s, seen.get(spec.trial_id, 0))
+            if state == CLAIMED:
+                yield spec
+            elif state == SETTLED:
+                settled(spec)
+            else:
+                held.append(spec)
+
+    todo = pending
     try:
-        for result in results:
-            store.write(result)
-            report.written += 1
-            report.counts[result.status] = report.counts.get(result.status, 0) + 1
-            if result.status == "failed":
-                report.failures.append(result)
-            bar.update(result.status)
+        with store.keep_leases(owner, lease_s, lease_s / 3):
+            while todo:
+                held: list[TrialSpec] = []
+                results = executor.map_unordered(claimed(todo, held))
+                try:
+                    for result in results:
+                        with sigint_deferred():  # written and counted, or neither
+                            store.write(result, owner)
+                            report.written += 1
+                            report.counts[result.status] = report.counts.get(result.status, 0) + 1
+                            if result.status == "failed":
+                                report.failures.append(result)
+                            bar.update(result.status)
+                finally:
+                    with sigint_ignored():  # a second Ctrl-C must not cut the clean-up short
+                        close = getattr(results, "close", None)
+                        if close is not None:
+                            close()
+                todo = _wait_for_others(store, held, owner, seen, poll_s, settled)
     except KeyboardInterrupt:
         report.interrupted = True
     finally:
-        with sigint_ignored():  # a second Ctrl-C must not cut the clean-up short
-            close = getattr(results, "close", None)
-            if close is not None:
-                close()
-            bar.close()
+        with sigint_ignored(), contextlib.suppress(OSError):
+            store.release(owner)  # others may take over at once (best effort: leases expire)
+        bar.close()
     report.wall_time_s = time.perf_counter() - start
     return report
+
+
+def _wait_for_others(
+    store: ResultStore,
+    held: list[TrialSpec],
+    owner: str,
+    seen: dict[str, int],
+    poll_s: float,
+    settled: Callable[[TrialSpec], None],
+) -> list[TrialSpec]:
+    """Wait until some trials other drivers hold can be run here; returns those left to try.
+
+    A trial is done with once its row is final or rewritten (the other driver finished it);
+    it becomes runnable here when its claim is released or expires. Returns [] when every
+    held trial was finished elsewhere.
+    """
+    while held:
+        runnable, still = [], []
+        for spec in held:
+            state = store.claim_state(spec.trial_id, owner, seen.get(spec.trial_id, 0))
+            if state == SETTLED:
+                settled(spec)
+            else:
+                (runnable if state == CLAIMED else still).append(spec)
+        if runnable:
+            return runnable + still
+        held = still
+        if held:
+            time.sleep(poll_s)
+    return []

@@ -4,11 +4,14 @@ An executor takes trial specs and yields their results in completion order::
 
     class Executor(Protocol):
         workers: int
-        def map_unordered(self, specs: Sequence[TrialSpec]) -> Iterator[TrialResult]: ...
+        def map_unordered(self, specs: Iterable[TrialSpec]) -> Iterator[TrialResult]: ...
 
-It never writes to the store: the driver (:func:`demon_optim.study.executors.run_study`)
-does, one transaction per result, from its own process. If the driver stops iterating
-(Ctrl-C, an error, ``close()`` of the generator), ``map_unordered`` must stop its workers
+``specs`` is consumed lazily: an executor takes the next spec only when it can start it at
+once (a worker is free), because the driver claims each trial in the store as the executor
+takes it, so that several drivers on one store share the work. The executor never writes to
+the store: the driver (:func:`demon_optim.study.executors.run_study`) does, one transaction
+per result, from its own process. If the driver stops iterating (Ctrl-C, an error,
+``close()`` of the generator), ``map_unordered`` must stop its workers
 before returning. Each worker runs :func:`execute` and keeps its data between trials (tasks
 cache loaded data per process and ``data_key``). A distributed executor (Ray: one remote task
 or actor per worker calling :func:`execute`) implements the same two members.
@@ -22,7 +25,7 @@ import signal
 import threading
 import time
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from typing import Protocol, runtime_checkable
 
 import torch
@@ -38,8 +41,11 @@ class Executor(Protocol):
 
     workers: int
 
-    def map_unordered(self, specs: Sequence[TrialSpec]) -> Iterator[TrialResult]:
-        """Yield one result per spec, in completion order; stop all work when closed."""
+    def map_unordered(self, specs: Iterable[TrialSpec]) -> Iterator[TrialResult]:
+        """Yield one result per spec, in completion order; stop all work when closed.
+
+        Take a spec from ``specs`` only when it can start at once (see the module).
+        """
         ...
 
 
@@ -97,3 +103,27 @@ def sigint_ignored() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGINT, signal.default_int_handler if previous is None else previous)
+
+
+@contextlib.contextmanager
+def sigint_deferred() -> Iterator[None]:
+    """Hold a SIGINT that arrives inside the block; raise it as KeyboardInterrupt after it.
+
+    For a step that must happen whole (a result written and counted): Ctrl-C then takes
+    effect just after it, never between its parts. Main thread only; elsewhere a no-op.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler if previous is None else previous)
+    if not caught or previous == signal.SIG_IGN:
+        return
+    if callable(previous):
+        previous(signal.SIGINT, None)  # default_int_handler: raises KeyboardInterrupt
+    else:
+        raise KeyboardInterrupt

@@ -16,8 +16,7 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import signal
-from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from multiprocessing.context import BaseContext
 
 import torch
@@ -63,13 +62,17 @@ class LocalExecutor:
         self.in_process = workers == 1 if in_process is None else in_process
         self.start_method = start_method
 
-    def map_unordered(self, specs: Sequence[TrialSpec]) -> Iterator[TrialResult]:
-        """Yield each spec's result as it finishes; closing the generator stops the workers."""
+    def map_unordered(self, specs: Iterable[TrialSpec]) -> Iterator[TrialResult]:
+        """Yield each spec's result as it finishes; closing the generator stops the workers.
+
+        ``specs`` is consumed lazily: the next spec is taken only when a worker is free to
+        start it (the driver claims a trial in the store as it hands it over).
+        """
         if self.in_process:
             return self._run_here(specs)
         return self._run_pool(specs)
 
-    def _run_here(self, specs: Sequence[TrialSpec]) -> Iterator[TrialResult]:
+    def _run_here(self, specs: Iterable[TrialSpec]) -> Iterator[TrialResult]:
         threads = torch.get_num_threads()
         setup_worker()
         try:
@@ -78,16 +81,16 @@ class LocalExecutor:
         finally:
             torch.set_num_threads(threads)
 
-    def _run_pool(self, specs: Sequence[TrialSpec]) -> Iterator[TrialResult]:
-        todo = deque(specs)
+    def _run_pool(self, specs: Iterable[TrialSpec]) -> Iterator[TrialResult]:
+        todo = iter(specs)
         context = multiprocessing.get_context(self.start_method)
         workers: list[_Worker] = []
         finished = False
         try:
-            with sigint_ignored():  # children inherit SIG_IGN across spawn's exec
-                workers = [_Worker(context) for _ in range(min(self.workers, len(todo)))]
-            for worker in workers:
-                worker.assign(todo.popleft())
+            while len(workers) < self.workers and (spec := next(todo, None)) is not None:
+                with sigint_ignored():  # children inherit SIG_IGN across spawn's exec
+                    workers.append(_Worker(context))
+                workers[-1].assign(spec)
             while busy := [w for w in workers if w.current is not None]:
                 waiting = {}
                 for worker in busy:
@@ -96,11 +99,11 @@ class LocalExecutor:
                 ready = multiprocessing.connection.wait(list(waiting))
                 for worker in {waiting[r] for r in ready}:
                     result = worker.collect()
-                    if not worker.process.is_alive() and worker.current is None and todo:
-                        with sigint_ignored():
-                            worker.restart(context)
-                    if todo and worker.current is None:
-                        worker.assign(todo.popleft())
+                    if worker.current is None and (spec := next(todo, None)) is not None:
+                        if not worker.process.is_alive():
+                            with sigint_ignored():
+                                worker.restart(context)
+                        worker.assign(spec)
                     if result is not None:
                         yield result
             finished = True

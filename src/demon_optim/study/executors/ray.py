@@ -21,8 +21,7 @@ import contextlib
 import importlib
 import math
 import os
-from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from demon_optim.errors import ConfigError, invalid
@@ -129,16 +128,26 @@ class RayExecutor:
         )
         self._threads = max(1, int(num_cpus_per_trial))
 
-    def map_unordered(self, specs: Sequence[TrialSpec]) -> Iterator[TrialResult]:
-        """Yield each spec's result as it finishes; closing the generator cancels the rest."""
+    def map_unordered(self, specs: Iterable[TrialSpec]) -> Iterator[TrialResult]:
+        """Yield each spec's result as it finishes; closing the generator cancels the rest.
+
+        ``specs`` is consumed lazily: the next spec is taken when fewer than ``workers``
+        tasks are in flight (the driver claims a trial in the store as it hands it over).
+        """
         ray = self._ray
-        todo = deque(specs)
+        todo = iter(specs)
         running: dict[Any, TrialSpec] = {}
+        more = True
         try:
-            while todo or running:
-                while todo and len(running) < self.workers:
-                    spec = todo.popleft()
-                    running[self._task.remote(spec, self._threads)] = spec
+            while more or running:
+                while more and len(running) < self.workers:
+                    spec = next(todo, None)
+                    if spec is None:
+                        more = False
+                    else:
+                        running[self._task.remote(spec, self._threads)] = spec
+                if not running:
+                    break
                 ready, _ = ray.wait(list(running), num_returns=1)
                 for ref in ready:
                     yield self._collect(ref, running.pop(ref))

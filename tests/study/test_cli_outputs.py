@@ -3,7 +3,7 @@
 ``export --out`` replaces only a previous export (never the store), atomically; ``run``'s
 table never replaces the store or a file it did not write; an operating-system error is one
 line naming the path and the cause with exit code 3 (full disk: a 4 KiB tmpfs; read-only: a
-read-only bind mount, see ``mounts.py``), never a traceback with exit 1.
+read-only bind mount, see ``cli_mounts.py``), never a traceback with exit 1.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from demon_optim.study.spec import TrialSpec
 from demon_optim.study.store import ResultStore
 from demon_optim.study.trial import TrialResult
 from tests.conftest import requires
-from tests.study.mounts import read_only, tiny_disk
+from tests.study.cli_mounts import read_only, tiny_disk
 
 needs_sklearn = requires("sklearn", "(ships the digits data)")
 needs_matplotlib = requires("matplotlib", "(draws the report)")

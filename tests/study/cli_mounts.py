@@ -1,4 +1,4 @@
-"""A full disk and a read-only file system for tests, as root can make them.
+"""A full disk and a read-only file system for the command-line tests, as root can make them.
 
 Both need ``mount`` (root, or a container allowed to mount). Where it is not possible the
 test is skipped with the reason, except under ``CI=true``, where it fails: CI runs as root,

@@ -8,6 +8,7 @@ read-only bind mount, see ``cli_mounts.py``), never a traceback with exit 1.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import pathlib
@@ -335,3 +336,25 @@ def test_run_whose_table_and_report_cannot_be_written_exits_3_with_results_kept(
         assert f"demon-optim report --store {store} --out DIR" in report[0]
     with ResultStore(store, readonly=True) as results:
         assert [row["status"] for row in results.rows()] == ["done"]
+
+
+@needs_sklearn
+@pytest.mark.parametrize("where", ["read-only folder", "full disk", "under a file"])
+def test_run_whose_store_cannot_be_opened_exits_3_in_one_line(
+    where: str, study: pathlib.Path, tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "source"
+    source.mkdir()
+    with contextlib.ExitStack() as mounted:
+        if where == "read-only folder":
+            store = mounted.enter_context(read_only(source, tmp_path / "ro")) / "s.sqlite"
+        elif where == "full disk":
+            store = mounted.enter_context(tiny_disk(tmp_path / "disk")) / "s.sqlite"
+            store.with_name("filler").write_bytes(b"\0" * 4096)
+        else:
+            (tmp_path / "file.txt").write_text("x")
+            store = tmp_path / "file.txt" / "s.sqlite"
+        code, out, err = run(capsys, "run", str(study), "--store", str(store), "--workers", "1")
+    assert code == EXIT_ENVIRONMENT and out == ""
+    line = one_error_line(err)
+    assert str(store.parent) in line, line

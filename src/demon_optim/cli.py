@@ -300,7 +300,11 @@ def _run(args: argparse.Namespace) -> int:
         "configuration with the best mean validation metric over seeds; reported: its test "
         "metric, mean ± sample std over seeds (the mean alone with one seed).\n\n" + tables,
     )
-    _print(tables)
+    stdout_failure = None
+    try:
+        _print(tables)
+    except EnvironmentFailure as error:  # e.g. `> file` on a full disk: the report still runs
+        stdout_failure = error
     print(
         f"{len(specs)} trials ({counts}); this run: {report.written} in "
         f"{report.wall_time_s:.1f} s. {table_note}",
@@ -311,6 +315,8 @@ def _run(args: argparse.Namespace) -> int:
     if failed:
         _print_failures(failed)
         code = max(code, EXIT_FAILED_TRIALS)
+    if stdout_failure is not None:
+        raise stdout_failure
     return code
 
 

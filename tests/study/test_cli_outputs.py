@@ -256,7 +256,7 @@ def test_report_force_writes_beside_a_users_files(
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full")
-@pytest.mark.parametrize("command", [["tasks"], ["methods"], ["data", "--no-verify"]])
+@pytest.mark.parametrize("command", [["tasks"], ["data", "--no-verify"]])
 def test_a_full_stdout_exits_3_in_one_line(command: list[str]) -> None:
     src = pathlib.Path(__file__).parents[2] / "src"
     with open("/dev/full", "w") as full:
@@ -358,3 +358,29 @@ def test_run_whose_store_cannot_be_opened_exits_3_in_one_line(
     assert code == EXIT_ENVIRONMENT and out == ""
     line = one_error_line(err)
     assert str(store.parent) in line, line
+
+
+@needs_sklearn
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full")
+def test_run_with_a_full_stdout_still_writes_the_table_and_exits_3(
+    study: pathlib.Path, tmp_path: pathlib.Path
+) -> None:
+    src = pathlib.Path(__file__).parents[2] / "src"
+    store = tmp_path / "s.sqlite"
+    command = ["run", str(study), "--store", str(store), "--workers", "1", "--no-progress"]
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(
+            [sys.executable, "-m", "demon_optim", *command],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(src)},
+            check=False,
+        )
+    assert done.returncode == EXIT_ENVIRONMENT, done.stderr
+    assert "Traceback" not in done.stderr
+    assert f"Table written to {tmp_path / 'tiny.md'}" in done.stderr
+    assert done.stderr.endswith(
+        "demon-optim: error: cannot write to standard output: No space left on device\n"
+    )
+    assert "| sgdm |" in (tmp_path / "tiny.md").read_text()

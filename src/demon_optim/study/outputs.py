@@ -40,11 +40,29 @@ _FIRST_LINE_MAX = 1 << 16  # bytes read to recognise a file
 
 
 def environment_failure(error: OSError, what: str) -> EnvironmentFailure:
-    """One-line :class:`EnvironmentFailure` ``cannot <what>: <cause>`` keeping ``errno``."""
-    cause = error.strerror or str(error) or type(error).__name__
+    """One-line :class:`EnvironmentFailure` ``cannot <what>: <cause>`` keeping ``errno``.
+
+    The cause is the operating system's own words (``No space left on device``) from the
+    innermost OSError in the chain, so an EnvironmentFailure raised by the store while it
+    wrote our temporary file is told as the failure to write the user's file.
+    """
+    inner = _innermost_os_error(error)
+    cause = inner.strerror if inner is not None else str(error) or type(error).__name__
     failure = EnvironmentFailure(f"cannot {what}: {cause}")
-    failure.errno = error.errno
+    failure.errno = error.errno if inner is None else inner.errno
     return failure
+
+
+def _innermost_os_error(error: BaseException) -> OSError | None:
+    chain: list[BaseException] = []
+    current: BaseException | None = error
+    while current is not None and all(current is not seen for seen in chain):
+        chain.append(current)
+        current = current.__cause__ or current.__context__  # set even by `raise ... from None`
+    for candidate in reversed(chain):
+        if isinstance(candidate, OSError) and candidate.strerror:
+            return candidate
+    return None
 
 
 def first_line(path: pathlib.Path) -> str | None:

@@ -284,3 +284,66 @@ def test_three_seeds_give_an_interval_and_lower_can_be_better(
     markdown = results.to_markdown([table])
     assert "(perplexity, lower is better)" in markdown and "95 % CI" in markdown
     assert "| 1 | sgdm | lr=0.1, momentum=0.9 | 11.0000 ± 1.0000 | ± 2.4843 | 3 |" in markdown
+
+
+def test_one_seed_shows_no_spread() -> None:
+    from demon_optim.study import results
+
+    specs, rows = table_rows(
+        [("sgdm", 0.1, 0, "done", 0.8, 0.75), ("adam", 0.1, 0, "done", 0.7, 0.5)]
+    )
+    (table,) = results.summarize(specs, rows)
+    assert [(row.seeds, row.test_std, row.ci95) for row in table.rows] == [(1, None, None)] * 2
+    markdown = results.to_markdown([table])
+    assert "±" not in markdown
+    assert "| rank | method | selected hyperparameters | test accuracy | seeds |" in markdown
+    assert "| 1 | sgdm | lr=0.1, momentum=0.9 | 0.7500 | 1 | 0.8000 |" in markdown
+    # a table mixing one-seed and two-seed rows keeps the spread where it was measured
+    specs, rows = table_rows(
+        [
+            ("sgdm", 0.1, 0, "done", 0.8, 0.75),
+            ("sgdm", 0.1, 1, "done", 0.8, 0.65),
+            ("adam", 0.1, 0, "done", 0.7, 0.5),
+            ("adam", 0.1, 1, "failed", None, None),
+            ("adam", 0.3, 0, "done", 0.6, 0.4),
+        ]
+    )
+    markdown = results.to_markdown(results.summarize(specs, rows))
+    assert "test accuracy (mean ± std)" in markdown and "| 0.7000 ± 0.0707 | 2 |" in markdown
+
+
+@pytest.mark.parametrize("workers", ["0", "-1"])
+def test_bad_workers_exit_2(
+    workers: str, study: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run(capsys, "run", str(study), "--workers", workers, "--store", "x.sqlite")
+    assert code == 2 and f"workers: got {workers}; allowed: integers >= 1" in err
+
+
+def test_a_missing_or_odd_study_file_exits_2_in_one_line(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "dir.toml"
+    folder.mkdir()
+    latin1 = tmp_path / "latin1.toml"
+    latin1.write_bytes(b'name = "caf\xe9"\n')
+    bom = tmp_path / "bom.toml"
+    bom.write_bytes(b'\xef\xbb\xbftasks = ["digits-mlp"]\nmethods = ["sgdm"]\nseeds = [0]\n')
+    newline = tmp_path / "nl.toml"
+    newline.write_text('name = "abc\\n"\ntasks = ["digits-mlp"]\nmethods = ["sgdm"]\nseeds = [0]\n')
+    cases = [
+        (tmp_path / "absent.toml", "or the path of an existing .toml study file"),
+        (folder, "(it is a directory)"),
+        (latin1, "cannot read"),
+        (newline, "name: got 'abc\\n'"),
+        (bom, "workers: got 0"),  # the BOM is skipped: the study is read, then --workers
+    ]
+    for path, fragment in cases:
+        code, out, err = run(capsys, "run", str(path), "--workers", "0")
+        assert code == 2 and out == "" and "Traceback" not in err
+        assert len(err.splitlines()) == 1 and fragment in err, err
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop.name)
+    for data_dir in (str(loop), "~no-such-user-h12/data"):
+        code, _, err = run(capsys, "run", str(bom), "--data-dir", data_dir, "--workers", "0")
+        assert code == 2 and "workers: got 0" in err and "Traceback" not in err

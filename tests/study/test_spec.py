@@ -210,3 +210,105 @@ def test_the_documented_example_is_valid(tmp_path: pathlib.Path) -> None:
     example = re.search(r"```toml\n(.*?)```", docs.read_text(), re.S).group(1)
     study = load_study(write(tmp_path, example, "lr-momentum.toml"))
     assert study.name == "lr-momentum" and len(expand(study)) == 504  # as the docs say
+
+
+# --- names, encodings and bounds (issue 12) ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name", ["abc\n", "a" * 101, ".hidden", "-x", "_x", "a/b", "a b", "é", "", "a\0b"]
+)
+def test_names_that_would_make_bad_file_names_are_refused(name: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse(name=name)
+    message = str(caught.value)
+    assert message.startswith(f"name: got {name!r}; allowed: ASCII letters, digits")
+    assert "at most 100 characters" in message and "\n" not in message
+
+
+def test_names_at_the_bounds_are_accepted() -> None:
+    for name in ("a" * 100, "A.b_c-9", "9lives"):
+        assert parse(name=name).name == name
+
+
+def test_a_file_name_that_cannot_name_a_study_says_so(tmp_path: pathlib.Path) -> None:
+    path = write(tmp_path, 'tasks = ["digits-mlp"]\nmethods = ["sgdm"]\nseeds = [0]\n', "a b.toml")
+    with pytest.raises(ConfigError, match=r"^name \(the study file's name, as no name is set\)"):
+        load_study(path)
+
+
+def test_a_utf8_byte_order_mark_is_accepted(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "bom.toml"
+    path.write_bytes(b'\xef\xbb\xbfname = "bom"\ntasks = ["digits-mlp"]\nmethods = ["sgdm"]\n')
+    path.write_bytes(path.read_bytes() + b"seeds = [0]\n")
+    assert load_study(path).name == "bom"
+
+
+@pytest.mark.parametrize(
+    ("changes", "fragment"),
+    [
+        (
+            {"epochs": 2**63 - 1},
+            "epochs: got 9223372036854775807; allowed: positive integers up to 1,000,000",
+        ),
+        ({"epochs": [5, 10**6 + 1]}, "epochs[1]: got 1000001"),
+        (
+            {"batch_size": 10**6 + 1},
+            "batch_size: got 1000001; allowed: positive integers up to 1,000,000",
+        ),
+        ({"batch_size": -5}, "batch_size: got -5"),
+        (
+            {"seeds": [2**32]},
+            "seeds[0]: got 4294967296; allowed: non-negative integers up to 2**32 - 1",
+        ),
+        ({"seeds": [2**63]}, "seeds[0]: got 9223372036854775808"),
+        ({"grid": {"sgdm": {"lr": 10**400}}}, "grid.sgdm.lr[0]: got 1000"),
+        (
+            {"data_dir": "a\0b"},
+            "data_dir: got 'a\\x00b'; allowed: a path (a non-empty string without NUL)",
+        ),
+    ],
+)
+def test_values_no_trial_can_use_are_refused(changes: dict[str, object], fragment: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse(**changes)
+    assert fragment in str(caught.value)
+
+
+def test_token_budget_bound() -> None:
+    base = {**BASE, "tasks": ["ptb-lstm-small"]}
+    assert parse_study({**base, "token_budget": 10**9}).token_budget == 10**9
+    with pytest.raises(
+        ConfigError,
+        match=r"token_budget: got 1000000001; allowed: positive integers up to 1,000,000,000",
+    ):
+        parse_study({**base, "token_budget": 10**9 + 1})
+
+
+def test_bounds_themselves_are_accepted() -> None:
+    study = parse(epochs=10**6, batch_size=10**6, seeds=[0, 2**32 - 1])
+    assert study.epochs == (10**6,) and study.batch_size == 10**6
+    assert study.seeds == (0, 2**32 - 1)
+
+
+def test_an_integer_too_long_for_python_is_a_toml_error(tmp_path: pathlib.Path) -> None:
+    path = write(
+        tmp_path, 'tasks = ["digits-mlp"]\nmethods = ["sgdm"]\nseeds = [1' + "0" * 5000 + "]\n"
+    )
+    with pytest.raises(ConfigError, match="is not valid TOML"):
+        load_study(path)
+
+
+def test_data_dirs_that_pathlib_cannot_resolve_are_kept(tmp_path: pathlib.Path) -> None:
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop.name)
+    assert parse(data_dir=str(loop)).data_dir == str(loop)
+    user = "~no-such-user-h12"
+    assert parse(data_dir=f"{user}/data").data_dir.endswith(f"{user}/data")
+
+
+def test_a_directory_is_not_a_study_file(tmp_path: pathlib.Path) -> None:
+    folder = tmp_path / "dir.toml"
+    folder.mkdir()
+    with pytest.raises(ConfigError, match=r"study: got '.*dir.toml'; .*\(it is a directory\)$"):
+        load_study(folder)

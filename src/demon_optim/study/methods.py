@@ -59,7 +59,10 @@ RESERVED_NAMES = frozenset(
 def _number(field: str, value: object, allowed: str) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise invalid(field, value, allowed)
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an integer beyond float range (TOML integers are unbounded here)
+        raise invalid(field, value, allowed) from None
     if not math.isfinite(number):
         raise invalid(field, value, allowed)
     return number

@@ -4,9 +4,10 @@ For each (task, epoch budget, batch size) and each method, the selected configur
 one with the best mean *validation* metric over the study's seeds, among configurations whose
 every seed finished (``done``); a configuration with a diverged, failed or missing seed is not
 selectable (it is counted instead). The table reports the selected configuration's *test*
-metric: mean ± sample standard deviation over seeds, the number of seeds, and a 95 % interval
-(Student t) when there are 3 seeds or more. Methods are ranked by that test mean in the
-metric's direction; means equal at the printed precision share a rank (1, 2, 2, 4).
+metric: mean ± sample standard deviation over seeds (the mean alone with one seed: a spread
+needs two), the number of seeds, and a 95 % interval (Student t) when there are 3 seeds or
+more. Methods are ranked by that test mean in the metric's direction; means equal at the
+printed precision share a rank (1, 2, 2, 4).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ class MethodResult:
     selected: dict[str, Value] | None  # None: no configuration finished on every seed
     shown: str  # the selected configuration as printed (untuned defaults left out)
     test_mean: float | None
-    test_std: float | None
+    test_std: float | None  # None with one seed: no spread was measured
     ci95: float | None  # half-width, with 3 seeds or more
     seeds: int
     val_mean: float | None
@@ -112,9 +113,9 @@ def _method_result(name: str, configs: Mapping[str, list], higher_is_better: boo
         return MethodResult(name, None, "", None, None, None, 0, None, len(configs), **counts)
     val_mean, trials = best
     tests = [row["test_metric"] for _, row in trials]
-    std = statistics.stdev(tests) if len(tests) > 1 else 0.0
+    std = statistics.stdev(tests) if len(tests) > 1 else None
     ci = None
-    if len(tests) >= 3:
+    if std is not None and len(tests) >= 3:
         ci = _T95[min(len(tests) - 1, len(_T95)) - 1] * std / math.sqrt(len(tests))
     selected = trials[0][0].config
     return MethodResult(
@@ -169,11 +170,12 @@ def to_markdown(tables: Sequence[TaskTable]) -> str:
     for table in tables:
         direction = "higher is better" if table.higher_is_better else "lower is better"
         with_ci = any(row.ci95 is not None for row in table.rows)
+        with_std = any(row.test_std is not None for row in table.rows)
         header = [
             "rank",
             "method",
             "selected hyperparameters",
-            f"test {table.metric} (mean ± std)",
+            f"test {table.metric} (mean ± std)" if with_std else f"test {table.metric}",
             *(["95 % CI"] if with_ci else []),
             "seeds",
             f"val {table.metric}",
@@ -196,6 +198,8 @@ def to_markdown(tables: Sequence[TaskTable]) -> str:
         for row in table.rows:
             if row.test_mean is None:
                 test = "no configuration finished on every seed"
+            elif row.test_std is None:  # one seed: no spread to show
+                test = _number(row.test_mean)
             else:
                 test = f"{_number(row.test_mean)} ± {_number(row.test_std)}"
             cells = [

@@ -27,6 +27,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import os
 import pathlib
 import re
 import sys
@@ -60,7 +61,20 @@ KEYS = (
     "data_dir",
     "grid",
 )
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # matched whole (re.fullmatch)
+NAME_MAX_LENGTH = 100
+"""A study name becomes file names (``<name>.sqlite``, ``<name>.md``, ``<name>-report/``):
+ASCII letters and digits, then also ``.``, ``_`` and ``-``, at most this many characters (file
+systems allow 255 bytes per name, and the store adds suffixes such as ``-journal``)."""
+
+# Bounds a trial can finish within (an optimizer refuses more than 2**53 steps, where float64
+# stops counting exactly). With at most MAX_EPOCHS epochs and fewer than 10**9 steps per epoch
+# (no task here has 10**6: steps per epoch <= training examples or tokens / batch), a trial
+# stays below 10**15 < 2**53 steps whatever the batch size or token budget.
+MAX_EPOCHS = 10**6
+MAX_BATCH_SIZE = 10**6  # above every training set here (a larger batch: one step per epoch)
+MAX_TOKEN_BUDGET = 10**9  # tokens per epoch; above the corpus it is one pass (PTB: 930k)
+MAX_SEED = 2**32 - 1  # every seeding function accepts it, and a store's INTEGER column holds it
 
 
 @dataclass(frozen=True)
@@ -164,11 +178,14 @@ def load_study(source: str | pathlib.Path) -> Study:
         return parse_study(_parse_toml(preset_text(text), f"preset {text!r}"), default_name=text)
     path = pathlib.Path(source)
     if not path.is_file():
+        why = " (it is a directory)" if path.is_dir() else ""
         raise invalid(
-            "study", text, [*preset_names(), "or the path of an existing .toml study file"]
+            "study", text, [*preset_names(), f"or the path of an existing .toml study file{why}"]
         )
     try:
-        raw_text = path.read_text(encoding="utf-8")
+        # utf-8-sig: a byte-order mark (some Windows editors write one) is skipped, as the
+        # CSV reader does; TOML itself forbids it
+        raw_text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(f"study: cannot read {text!r}: {error}") from None
     data = _parse_toml(raw_text, str(path))
@@ -178,8 +195,18 @@ def load_study(source: str | pathlib.Path) -> Study:
 def _parse_toml(text: str, where: str) -> dict[str, Any]:
     try:
         return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as error:
+    except ValueError as error:  # TOMLDecodeError, or an integer of over 4300 digits
         raise ConfigError(f"study: {where} is not valid TOML: {error}") from None
+
+
+def absolute_path(path: str | os.PathLike[str]) -> str:
+    """``path`` made absolute, ``~`` expanded and symbolic links resolved, never raising.
+
+    Not ``Path.expanduser().resolve()``: those raise RuntimeError for an unknown user
+    (``~nobody/x``) and a symbolic-link loop; such a path is then kept as it is and fails
+    where it is used, with a message naming it.
+    """
+    return os.path.realpath(os.path.expanduser(path))
 
 
 def _is_int(value: object) -> bool:
@@ -200,13 +227,13 @@ def _str_list(data: Mapping[str, Any], key: str, choices: list[str]) -> tuple[st
     return tuple(raw)
 
 
-def _int_list(raw: object, key: str, minimum: int, allowed: str) -> tuple[int, ...]:
+def _int_list(raw: object, key: str, minimum: int, maximum: int, allowed: str) -> tuple[int, ...]:
     values = raw if isinstance(raw, list) else [raw]
     if not values:
         raise invalid(key, raw, allowed)
     for i, value in enumerate(values):
         where = f"{key}[{i}]" if isinstance(raw, list) else key
-        if not _is_int(value) or value < minimum:
+        if not _is_int(value) or not minimum <= value <= maximum:
             raise invalid(where, value, allowed)
     if len(set(values)) != len(values):
         raise invalid(key, raw, "lists without repeated values")
@@ -224,8 +251,13 @@ def parse_study(
             raise invalid("study", key, KEYS)
 
     name = data.get("name", default_name)
-    if not isinstance(name, str) or not _NAME.match(name):
-        raise invalid("name", name, "letters, digits, '.', '_' and '-' (used in file names)")
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or len(name) > NAME_MAX_LENGTH:
+        raise invalid(
+            "name" if "name" in data else "name (the study file's name, as no name is set)",
+            name,
+            "ASCII letters, digits, '.', '_' and '-', starting with a letter or digit, at most "
+            f"{NAME_MAX_LENGTH} characters (it names the study's files)",
+        )
     description = data.get("description", "")
     if not isinstance(description, str):
         raise invalid("description", description, "a string")
@@ -236,17 +268,31 @@ def parse_study(
         raise ConfigError("seeds: missing; allowed: a list of non-negative integers, e.g. [0, 1]")
     if not isinstance(data["seeds"], list):
         raise invalid("seeds", data["seeds"], "a list of non-negative integers, e.g. [0, 1]")
-    seeds = _int_list(data["seeds"], "seeds", 0, "non-negative integers")
+    seeds = _int_list(
+        data["seeds"], "seeds", 0, MAX_SEED, f"non-negative integers up to 2**32 - 1 ({MAX_SEED})"
+    )
     epochs = ()
     if "epochs" in data:
-        epochs = _int_list(data["epochs"], "epochs", 1, "positive integers (or a list of them)")
+        epochs = _int_list(
+            data["epochs"],
+            "epochs",
+            1,
+            MAX_EPOCHS,
+            f"positive integers up to {MAX_EPOCHS:,} (or a list of them)",
+        )
     batch_size = data.get("batch_size")
-    if batch_size is not None and (not _is_int(batch_size) or batch_size < 1):
-        raise invalid("batch_size", batch_size, "positive integers")
+    if batch_size is not None and (
+        not _is_int(batch_size) or not 1 <= batch_size <= MAX_BATCH_SIZE
+    ):
+        raise invalid("batch_size", batch_size, f"positive integers up to {MAX_BATCH_SIZE:,}")
     token_budget = data.get("token_budget")
     if token_budget is not None:
-        if not _is_int(token_budget) or token_budget < 1:
-            raise invalid("token_budget", token_budget, "positive integers (tokens per epoch)")
+        if not _is_int(token_budget) or not 1 <= token_budget <= MAX_TOKEN_BUDGET:
+            raise invalid(
+                "token_budget",
+                token_budget,
+                f"positive integers up to {MAX_TOKEN_BUDGET:,} (tokens per epoch)",
+            )
         if not any(getattr(get_task(t), "sequential", False) for t in tasks):
             sequential = [n for n in task_names() if getattr(get_task(n), "sequential", False)]
             raise invalid(
@@ -257,12 +303,12 @@ def parse_study(
 
     data_dir = data.get("data_dir")
     if data_dir is not None:
-        if not isinstance(data_dir, str) or not data_dir:
-            raise invalid("data_dir", data_dir, "a path (string)")
-        path = pathlib.Path(data_dir).expanduser()
+        if not isinstance(data_dir, str) or not data_dir or "\0" in data_dir:
+            raise invalid("data_dir", data_dir, "a path (a non-empty string without NUL)")
+        path = pathlib.Path(os.path.expanduser(data_dir))
         if not path.is_absolute() and base_dir is not None:
             path = base_dir / path
-        data_dir = str(path.resolve())
+        data_dir = absolute_path(path)
 
     grids = _parse_grids(data.get("grid", {}), methods)
     return Study(

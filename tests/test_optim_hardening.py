@@ -85,12 +85,6 @@ def complex_and_real_view_runs(make, steps: int, **kw):
 @pytest.mark.parametrize("name", list(MAKERS))
 def test_complex_parameter_is_its_real_view(name, fused):
     (z, wz, opt_c), (r, wr, _) = complex_and_real_view_runs(MAKERS[name], 300, fused=fused)
-    if name == "yellowfin":
-        # YellowFin does not yet view a complex parameter as real itself: its norms and its
-        # for-loop run on the complex numbers (the same values, rounded differently)
-        torch.testing.assert_close(torch.view_as_real(z.detach()), r.detach())
-        torch.testing.assert_close(wz, wr)
-        return
     assert torch.equal(torch.view_as_real(z.detach()), r.detach())
     assert torch.equal(wz, wr)
     # the state keeps the parameter's own layout, as torch's
@@ -98,6 +92,25 @@ def test_complex_parameter_is_its_real_view(name, fused):
         for t in value if isinstance(value, list) else [value]:
             if isinstance(t, torch.Tensor) and t.dim() > 0:
                 assert t.dtype == z.dtype and t.shape == z.shape
+
+
+@pytest.mark.parametrize("fused", [None, False], ids=["default", "loop"])
+def test_yellowfin_measures_a_complex_parameter_as_its_real_view(fused):
+    """YellowFin's tuner takes norms over all parameters: on a complex tensor of 1000 entries
+    torch's norm rounds differently from its real view's, so only real views match exactly."""
+    gen = torch.Generator().manual_seed(0)
+    z0 = torch.randn(1000, 2, generator=gen)
+    z = torch.nn.Parameter(torch.view_as_complex(z0.clone()))
+    r = torch.nn.Parameter(z0.clone())
+    opts = [YellowFin([z], fused=fused), YellowFin([r], fused=fused)]
+    for _ in range(20):
+        z.grad = torch.view_as_complex(grad_of_distance(torch.view_as_real(z)))
+        r.grad = grad_of_distance(r)
+        for opt in opts:
+            opt.step()
+    assert opts[0].tuner == opts[1].tuner
+    assert torch.equal(torch.view_as_real(z.detach()), r.detach())
+    assert opts[0].state[z]["grad_avg"].dtype == z.dtype
 
 
 def test_complex_parameter_under_compiled_qhadam():
@@ -129,7 +142,7 @@ def test_damped_constant_demon_adam_is_torch_adam_on_a_complex_parameter(fused):
     assert bool((second >= 0).all())
 
 
-@pytest.mark.parametrize("name", ["demon-sgd", "demon-adam", "qhm", "qhadam", "aggmo"])
+@pytest.mark.parametrize("name", ["demon-sgd", "demon-adam", "qhm", "qhadam", "aggmo", "yellowfin"])
 def test_complex_state_dict_save_load_continue(name):
     make = MAKERS[name]
     straight, _ = complex_and_real_view_runs(make, 200)
@@ -335,6 +348,12 @@ FOREIGN = [  # (target, source, a key the message must name)
     ("qhadam", "demon-adam", "nus"),
     ("aggmo", "torch-sgd", "betas"),
     ("aggmo", "qhm", "betas"),
+    # YellowFin's groups hold only lr, weight_decay, maximize, fused, as these do: the
+    # tuner in the first parameter's state tells them apart
+    ("yellowfin", "torch-sgd", "yellowfin"),
+    ("yellowfin", "torch-adam", "yellowfin"),
+    ("yellowfin", "demon-sgd", "yellowfin"),
+    ("yellowfin", "qhm", "yellowfin"),
 ]
 
 
@@ -348,13 +367,66 @@ def test_foreign_state_dict_refused_optimizer_unchanged(target, source, key):
     before = snapshot(opt, params)
     cls = type(opt).__name__
     with pytest.raises(
-        ConfigError, match=rf"^state_dict param_groups\[0\]: missing .*'{key}'.*{cls}"
+        ConfigError, match=rf"^state_dict (param_groups|state)\[0\]: missing .*'{key}'.*{cls}"
     ):
         opt.load_state_dict(theirs.state_dict())
     assert_same(snapshot(opt, params), before)
     for p in params:
         p.grad = torch.ones_like(p)
     opt.step()
+
+
+def test_yellowfin_refuses_an_unstepped_torch_sgd_state_dict():
+    """A torch SGD that never stepped has no state at all: still not a YellowFin's."""
+    opt, params = trained(MAKERS["yellowfin"])
+    before = snapshot(opt, params)
+    with pytest.raises(ConfigError, match=r"^state_dict state\[0\]: missing 'yellowfin'"):
+        opt.load_state_dict(torch.optim.SGD(params, lr=0.1).state_dict())
+    assert_same(snapshot(opt, params), before)
+
+
+@pytest.mark.parametrize("steps", [0, 3], ids=["fresh", "stepped"])
+def test_yellowfin_loads_its_own_state_dict_and_continues(steps):
+    straight, straight_params = trained(MAKERS["yellowfin"], steps=steps + 2)
+    opt, params = trained(MAKERS["yellowfin"], steps=steps)
+    saved = copy.deepcopy(opt.state_dict())
+    params = [torch.nn.Parameter(p.detach().clone()) for p in params]
+    again = MAKERS["yellowfin"](params, initial_lr=0.5)  # the checkpoint's tuner wins
+    again.load_state_dict(saved)
+    for _ in range(2):
+        for p in params:
+            p.grad = p.detach().clone()
+        again.step()
+    assert all(torch.equal(a, b) for a, b in zip(params, straight_params, strict=True))
+    assert again.tuner["step"] == straight.tuner["step"] == steps + 2
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda t: t.pop("step"), r"^state_dict state\[0\]\.yellowfin: missing 'step'; "),
+        (lambda t: t.clear(), r"^state_dict state\[0\]\.yellowfin: missing 'beta', "),
+    ],
+    ids=["no-step", "empty"],
+)
+def test_yellowfin_tuner_state_without_its_entries_refused(change, message):
+    opt, params = trained(MAKERS["yellowfin"])
+    saved = copy.deepcopy(opt.state_dict())
+    change(saved["state"][0]["yellowfin"])
+    before = snapshot(opt, params)
+    with pytest.raises(ConfigError, match=message):
+        opt.load_state_dict(saved)
+    assert_same(snapshot(opt, params), before)
+
+
+def test_yellowfin_tuner_state_not_a_dict_refused():
+    opt, params = trained(MAKERS["yellowfin"])
+    saved = copy.deepcopy(opt.state_dict())
+    saved["state"][0]["yellowfin"] = 1.0
+    before = snapshot(opt, params)
+    with pytest.raises(ConfigError, match=r"^state_dict state\[0\]\.yellowfin: got 1\.0; "):
+        opt.load_state_dict(saved)
+    assert_same(snapshot(opt, params), before)
 
 
 BROKEN = [  # (group entry, value, the message's start)

@@ -81,21 +81,25 @@ Choices (stated here and in docs/reference-optimizers.md):
   is nothing for ``MomentumScheduler`` to move.
 * The tuner's state (floats and the window) lives in the first parameter's state under
   ``"yellowfin"`` (as torch's LBFGS keeps its own), so ``state_dict()`` round-trips it; a
-  checkpoint from before the clipping options continues as it ran (options off).
+  checkpoint from before the clipping options continues as it ran (options off). Torch's
+  SGD and Adam groups hold every YellowFin hyperparameter: ``load_state_dict`` refuses a
+  state dict without the tuner.
+* A complex parameter is measured and updated as its real view (torch's convention), so it
+  runs bit for bit as its real view would.
 * A non-finite or out-of-range root (extreme statistics) is clipped to [0, 1].
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from ..errors import invalid
-from ._base import evaluate_closure, group_by_device_dtype, use_fused
+from ..errors import ConfigError, invalid
+from ._base import evaluate_closure, group_by_device_dtype, param_layout, real_view, use_fused
 from ._common import (
     ValidatedOptimizer,
     cache_batches,
@@ -104,7 +108,6 @@ from ._common import (
     momentum_value,
     nonnegative,
     number,
-    params_with_grad,
 )
 
 __all__ = ["YellowFin", "single_step"]
@@ -258,7 +261,31 @@ class YellowFin(ValidatedOptimizer):
         nonnegative("lr", group["lr"])
         nonnegative("weight_decay", group["weight_decay"])
         flag("maximize", group["maximize"])
-        use_fused(group["fused"], group["params"], dtensor_ok=False)
+        use_fused(group["fused"], group["params"], dtensor_ok=False, complex_ok=True)
+
+    def _check_state(self, param: Tensor, state: Mapping[Any, Any], where: str) -> None:
+        """Also require the tuner in the first parameter's state: torch's SGD and Adam (and
+        DemonSGD) groups hold every YellowFin hyperparameter, so only the state tells a
+        foreign state dict apart. Every YellowFin has the tuner from construction on; one
+        saved before the clipping options lacks only what ``tuner`` fills in."""
+        super()._check_state(param, state, where)
+        if param is not self.param_groups[0]["params"][0]:
+            return
+        name = type(self).__name__
+        if TUNER_KEY not in state:
+            raise ConfigError(
+                f"{where}: missing {TUNER_KEY!r}; allowed: a {name} state dict, whose first "
+                "parameter's state holds the tuner (is it another optimizer's?)"
+            )
+        tuner = state[TUNER_KEY]
+        if not isinstance(tuner, Mapping):
+            raise invalid(f"{where}.{TUNER_KEY}", tuner, f"a dict, as {name}'s tuner state")
+        missing = sorted(set(self.tuner) - set(_LEGACY_TUNER) - set(tuner))
+        if missing:
+            raise ConfigError(
+                f"{where}.{TUNER_KEY}: missing {', '.join(map(repr, missing))}; allowed: a "
+                f"{name} tuner state, which holds them"
+            )
 
     @property
     def tuner(self) -> dict[str, Any]:
@@ -290,25 +317,28 @@ class YellowFin(ValidatedOptimizer):
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Measure, tune, then take one momentum-SGD step with the tuned lr and momentum."""
         loss = evaluate_closure(closure)
+        gathered = self._gather_groups()  # refuses a sparse gradient before any change
+        if not gathered:
+            return loss
         tuner = self.tuner
         work = []
-        for group in self.param_groups:
-            params = params_with_grad(self, group)
-            if params:
-                grads = effective_grads(
-                    params, [p.grad for p in params], group["weight_decay"], group["maximize"]
-                )
-                work.append((group, params, grads))
-        if not work:
-            return loss
-        all_params = [p for _, params, _ in work for p in params]
+        for group, batch in gathered:  # complex parameters as their real views
+            grads = effective_grads(
+                batch.params, batch.grads, group["weight_decay"], group["maximize"]
+            )
+            work.append((group, batch, grads))
         all_grads = [g for _, _, grads in work for g in grads]
         averages = []
-        for p in all_params:
-            state = self.state[p]
-            if "grad_avg" not in state:
-                state["grad_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            averages.append(state["grad_avg"])
+        for _, batch, _ in work:
+            for key, p in zip(batch.keys, batch.params, strict=True):
+                state = self.state[key]
+                avg = state.get("grad_avg")
+                if avg is None:
+                    avg = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    state["grad_avg"] = param_layout(avg, key) if batch.complex else avg
+                elif batch.complex:
+                    avg = real_view(avg)
+                averages.append(avg)
         k, eps, h_max = tuner["step"], tuner["eps"], tuner["h_max"]  # h_max: last step's
         clip = tuner["adapt_clip"]
         scale = 1.0  # 1. statistics protection
@@ -323,23 +353,29 @@ class YellowFin(ValidatedOptimizer):
             scale *= clip_factor(math.sqrt(grad_sq), math.sqrt(h_max) + eps)
         mu = tuner["momentum"]
         keep = mu != 0 or not tuner["restart_at_zero_momentum"]
-        for group, params, grads in work:
+        for group, batch, grads in work:
             if scale != 1.0:
                 grads = torch._foreach_mul(grads, scale)
-            buffers = [self.state[p].get("momentum_buffer") if keep else None for p in params]
+            states = [self.state[key] for key in batch.keys]
+            buffers = [s.get("momentum_buffer") if keep else None for s in states]
+            if batch.complex:
+                buffers = [None if b is None else real_view(b) for b in buffers]
             _momentum_sgd(
-                params,
+                batch.params,
                 grads,
                 buffers,
                 lr=self._applied_lr(group["lr"]),  # 3. catastrophic move
                 momentum=mu,
-                fused=use_fused(group["fused"], params, dtensor_ok=False),
+                fused=use_fused(group["fused"], batch.params, dtensor_ok=False),
             )
-            for p, buf in zip(params, buffers, strict=True):
-                if keep:
-                    self.state[p]["momentum_buffer"] = buf
-                else:
-                    self.state[p].pop("momentum_buffer", None)
+            if not keep:
+                for state in states:
+                    state.pop("momentum_buffer", None)
+                continue
+            if batch.complex:
+                buffers = [param_layout(b, key) for b, key in zip(buffers, batch.keys, strict=True)]
+            for state, buf in zip(states, buffers, strict=True):
+                state["momentum_buffer"] = buf
         return loss
 
 
@@ -353,10 +389,9 @@ def _norm_squared(grads: list[Tensor]) -> float:
 
 
 def _nonzero_fraction_parts(gs: list[Tensor]) -> tuple[Tensor, int]:
-    """(nonzero entries, entries) of a batch; a complex tensor counts as its real view."""
-    views = [torch.view_as_real(g) if g.is_complex() else g for g in gs]
-    nonzero = torch.stack([torch.count_nonzero(v) for v in views]).sum().double()
-    return nonzero, sum(v.numel() for v in views)
+    """(nonzero entries, entries) of a batch (a complex gradient arrives as its real view)."""
+    nonzero = torch.stack([torch.count_nonzero(g) for g in gs]).sum().double()
+    return nonzero, sum(g.numel() for g in gs)
 
 
 def _measure(

@@ -26,10 +26,10 @@ lr-step 0/1 of 2, none 0/1 of 2.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pathlib
 import shutil
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 
@@ -40,6 +40,7 @@ from demon_optim.study.methods import get_method
 from demon_optim.study.spec import TrialSpec
 from demon_optim.study.store import ResultStore
 from demon_optim.study.trial import TrialResult
+from tests import mounts
 
 TASK = "mnist1d-mlp"
 STEPS_PER_EPOCH = 10
@@ -161,65 +162,18 @@ def chromium_binary() -> str:
     pytest.skip(why)
 
 
-# --- a full disk and a read-only file system ----------------------------------------------------
-
-
-def _cannot(why: str) -> None:
-    """Skip with ``why``, except under CI=true (which runs as root), where it fails."""
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"CI=true but {why}")
-    pytest.skip(why)
-
-
-def _mount(*command: str) -> None:
-    done = subprocess.run(["mount", *command], capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        _cannot(f"cannot mount ({' '.join(command)}): {done.stderr.strip() or 'not root?'}")
-
-
-def _umount(path: pathlib.Path) -> None:
-    subprocess.run(["umount", "-l", str(path)], capture_output=True, check=False)
+# --- a full disk and a read-only file system (tests/mounts.py) ----------------------------------
 
 
 @pytest.fixture
 def tiny_disk(tmp_path: pathlib.Path) -> Iterator[pathlib.Path]:
-    """A 1 MiB tmpfs, unmounted afterwards: fill it to make a full disk."""
-    if shutil.which("mount") is None:
-        _cannot("no mount command")
-    path = tmp_path / "tiny"
-    path.mkdir()
-    _mount("-t", "tmpfs", "-o", "size=1m", "tmpfs", str(path))
-    try:
+    """A 1 MiB tmpfs, unmounted afterwards: fill it (``tests.mounts.fill``) to make a full disk."""
+    with mounts.tmpfs(tmp_path / "tiny") as path:
         yield path
-    finally:
-        _umount(path)
-
-
-def fill(disk: pathlib.Path) -> None:
-    """Fill ``disk`` to the last byte (zeros, unbuffered, until ENOSPC)."""
-    with (disk / "filler").open("wb", buffering=0) as handle:
-        for size in (65536, 1):
-            try:
-                while True:
-                    handle.write(b"\0" * size)
-            except OSError:
-                pass
 
 
 @pytest.fixture
 def read_only() -> Iterator[Callable[[pathlib.Path], None]]:
     """``read_only(folder)`` makes ``folder`` read-only (a read-only bind mount on itself)."""
-    mounted: list[pathlib.Path] = []
-
-    def make(folder: pathlib.Path) -> None:
-        if shutil.which("mount") is None:
-            _cannot("no mount command")
-        _mount("--bind", str(folder), str(folder))
-        mounted.append(folder)
-        _mount("-o", "remount,bind,ro", str(folder))
-
-    try:
-        yield make
-    finally:
-        for folder in reversed(mounted):
-            _umount(folder)
+    with contextlib.ExitStack() as mounted:
+        yield lambda folder: mounted.enter_context(mounts.read_only(folder))

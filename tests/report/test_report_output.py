@@ -13,7 +13,7 @@ import pytest
 
 from demon_optim.errors import ConfigError, EnvironmentFailure
 from demon_optim.report import build_report_from_csv, output
-from tests.report.conftest import fill
+from tests.mounts import fill
 
 TWO = "setting,method,value\na,demon,1\na,adam,2\nb,demon,3\n"
 ONE = "setting,method,value\na,demon,5\na,adam,4\n"

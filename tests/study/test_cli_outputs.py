@@ -3,7 +3,7 @@
 ``export --out`` replaces only a previous export (never the store), atomically; ``run``'s
 table never replaces the store or a file it did not write; an operating-system error is one
 line naming the path and the cause with exit code 3 (full disk: a 4 KiB tmpfs; read-only: a
-read-only bind mount, see ``cli_mounts.py``), never a traceback with exit 1.
+read-only bind mount, see ``tests/mounts.py``), never a traceback with exit 1.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from demon_optim.study.spec import TrialSpec
 from demon_optim.study.store import ResultStore
 from demon_optim.study.trial import TrialResult
 from tests.conftest import requires
-from tests.study.cli_mounts import read_only, tiny_disk
+from tests.mounts import read_only, tmpfs
 
 needs_sklearn = requires("sklearn", "(ships the digits data)")
 needs_matplotlib = requires("matplotlib", "(draws the report)")
@@ -208,7 +208,7 @@ def test_export_on_a_full_disk_keeps_the_previous_export(
     tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     store = make_store(tmp_path / "s.sqlite", ("sgdm", "adam", "demon-sgdm"))
-    with tiny_disk(tmp_path / "disk") as disk:
+    with tmpfs(tmp_path / "disk", "4k") as disk:
         out = disk / "x.csv"
         small = make_store(tmp_path / "small.sqlite")
         assert run(capsys, "export", "--store", str(small), "--out", str(out))[0] == 0
@@ -233,7 +233,7 @@ def test_report_into_a_read_only_folder_or_a_full_disk_exits_3(
     assert code == EXIT_ENVIRONMENT
     line = one_error_line(err)
     assert str(folder) in line and "Read-only file system" in line
-    with tiny_disk(tmp_path / "disk") as disk:
+    with tmpfs(tmp_path / "disk", "4k") as disk:
         code, _, err = run(capsys, "report", "--store", str(store), "--out", str(disk / "r"))
         assert code == EXIT_ENVIRONMENT
         line = one_error_line(err)
@@ -320,7 +320,7 @@ def test_run_whose_table_and_report_cannot_be_written_exits_3_with_results_kept(
     folder = tmp_path / "runs"
     source = tmp_path / "source"
     source.mkdir()
-    with read_only(source, tmp_path / "ro") as ro, tiny_disk(folder / "tiny-report"):
+    with read_only(source, tmp_path / "ro") as ro, tmpfs(folder / "tiny-report", "4k"):
         os.symlink(ro / "tiny.md", folder / "tiny.md")  # the table: into a read-only folder
         store = folder / "tiny.sqlite"
         code, out, err = run(
@@ -349,7 +349,7 @@ def test_run_whose_store_cannot_be_opened_exits_3_in_one_line(
         if where == "read-only folder":
             store = mounted.enter_context(read_only(source, tmp_path / "ro")) / "s.sqlite"
         elif where == "full disk":
-            store = mounted.enter_context(tiny_disk(tmp_path / "disk")) / "s.sqlite"
+            store = mounted.enter_context(tmpfs(tmp_path / "disk", "4k")) / "s.sqlite"
             store.with_name("filler").write_bytes(b"\0" * 4096)
         else:
             (tmp_path / "file.txt").write_text("x")

@@ -1,5 +1,5 @@
 """The store when the environment fails: read-only file systems, full disks, unwritable
-folders. Each uses a real mount (tests/study/mounts.py): skipped where mounting is not
+folders. Each uses a real mount (tests/mounts.py): skipped where mounting is not
 possible, required under CI=true."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from demon_optim.study.executors import run_study
 from demon_optim.study.spec import TrialSpec
 from demon_optim.study.store import ResultStore
 from demon_optim.study.trial import TrialResult
-from tests.study.mounts import fill, read_only, tmpfs
+from tests.mounts import fill, read_only, tmpfs
 from tests.study.test_store import result, spec
 
 SRC = str(pathlib.Path(__file__).resolve().parents[2] / "src")

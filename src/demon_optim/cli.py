@@ -267,10 +267,17 @@ def _run(args: argparse.Namespace) -> int:
     store_path = args.store or pathlib.Path("runs") / f"{study.name}.sqlite"
     executor = _executor(args)
     with ResultStore(store_path) as store:
-        pending = len(store.pending(specs))
+        pending = {spec.trial_id for spec in store.pending(specs)}
+        elsewhere = len(pending & store.held_elsewhere())
+        shared = (
+            f" ({elsewhere} of them claimed by another driver of this store: this run takes "
+            "the rest, then waits for those or takes them over if their lease expires)"
+            if elsewhere
+            else ""
+        )
         print(
-            f"study {study.name}: {len(specs)} trials, {len(specs) - pending} already in "
-            f"{store_path}; running {pending} on {executor.workers} worker(s)",
+            f"study {study.name}: {len(specs)} trials, {len(specs) - len(pending)} already in "
+            f"{store_path}; running {len(pending)} on {executor.workers} worker(s){shared}",
             file=sys.stderr,
         )
         report = run_study(specs, store, executor, progress=not args.no_progress)
@@ -307,7 +314,9 @@ def _run(args: argparse.Namespace) -> int:
         stdout_failure = error
     print(
         f"{len(specs)} trials ({counts}); this run: {report.written} in "
-        f"{report.wall_time_s:.1f} s. {table_note}",
+        f"{report.wall_time_s:.1f} s"
+        + (f" ({report.elsewhere} by another driver)" if report.elsewhere else "")
+        + f". {table_note}",
         file=sys.stderr,
     )
     code = max(code, _study_report(store_path, study.name, [spec.trial_id for spec in specs]))
@@ -394,8 +403,12 @@ def _study_report(store_path: pathlib.Path, name: str, trial_ids: list[str]) -> 
     except ImportError as error:  # matplotlib is in the [study] extra
         print(f"No report: {error} (pip install 'demon-optim[study]')", file=sys.stderr)
         return 0
-    except ConfigError as error:
-        print(f"No report: {_one_line(str(error))}", file=sys.stderr)
+    except ConfigError as error:  # e.g. the folder holds a user's files: never replaced
+        print(
+            f"No report: {_one_line(str(error))}. To write it: demon-optim report --store "
+            f"{store_path} --out DIR [--force]",
+            file=sys.stderr,
+        )
         return 0
     except OSError as error:
         print(

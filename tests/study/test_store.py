@@ -7,7 +7,10 @@ import hashlib
 import json
 import logging
 import pathlib
+import socket
 import sqlite3
+import subprocess
+import sys
 import tempfile
 import time
 
@@ -24,6 +27,7 @@ from demon_optim.study.store import (
     NotAStoreError,
     ResultStore,
     new_owner,
+    owner_is_gone,
 )
 from demon_optim.study.trial import TrialResult
 
@@ -341,6 +345,37 @@ def test_claims_are_held_released_settled_and_taken_over(tmp_path: pathlib.Path)
         store.write(result(failed, "failed"), a)
         assert store.claim_state(failed.trial_id, b, seen_attempts=1) == CLAIMED
         assert store.claim_state(failed.trial_id, b, seen_attempts=0) == SETTLED
+
+
+def test_a_claim_whose_driver_process_is_gone_is_taken_over_at_once(
+    tmp_path: pathlib.Path,
+) -> None:
+    """A SIGKILLed driver on this host need not hold its trials for a whole lease."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    host = socket.gethostname()
+    try:
+        owners = {
+            "gone": f"{host}:{dead.pid}:00000000",
+            "alive": f"{host}:{alive.pid}:00000000",
+            "elsewhere": f"another-{host}:{dead.pid}:00000000",
+        }
+        assert owner_is_gone(owners["gone"])
+        assert not owner_is_gone(owners["alive"]) and not owner_is_gone(owners["elsewhere"])
+        with ResultStore(tmp_path / "s.sqlite") as store:
+            trials = {name: spec(i).trial_id for i, name in enumerate(owners)}
+            for name, owner in owners.items():
+                assert store.claim(trials[name], owner, lease_s=600) == CLAIMED
+            assert store.held_elsewhere() == {trials["alive"], trials["elsewhere"]}
+            me = new_owner()
+            assert store.claim(trials["gone"], me, lease_s=60) == CLAIMED
+            assert store.claim(trials["alive"], me, lease_s=60) == HELD
+            assert store.claim(trials["elsewhere"], me, lease_s=60) == HELD
+            assert store.held_elsewhere(me) == {trials["alive"], trials["elsewhere"]}
+    finally:
+        alive.kill()
+        alive.wait()
 
 
 def test_leases_are_renewed_while_inside(tmp_path: pathlib.Path) -> None:

@@ -42,6 +42,7 @@ class Progress:
         self.start = time.monotonic()
         self._last_print = -float("inf")
         self._drawn = False
+        self.note: str | None = None
         if self.enabled and self.interactive:
             self._draw()
 
@@ -53,6 +54,14 @@ class Progress:
         now = time.monotonic()
         if self.interactive or now - self._last_print >= self.interval or self.done == self.total:
             self._last_print = now
+            self._draw()
+
+    def set_note(self, note: str | None) -> None:
+        """Show ``note`` after the counts (e.g. what the run waits for); None clears it."""
+        if note == self.note:
+            return
+        self.note = note
+        if self.enabled and (self.interactive or note is not None):
             self._draw()
 
     def line(self) -> str:
@@ -71,6 +80,8 @@ class Progress:
         problems = [f"{n} {s}" for s, n in sorted(self.counts.items()) if s != "done" and n]
         if problems:
             text += " | " + ", ".join(problems)
+        if self.note:
+            text += f" | {self.note}"
         return text
 
     def _draw(self) -> None:

@@ -328,6 +328,25 @@ def new_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
 
 
+def owner_is_gone(owner: str) -> bool:
+    """True if ``owner`` was a driver on this host whose process no longer exists.
+
+    Its claims need not wait for their lease to expire (a driver killed with SIGKILL would
+    otherwise hold its trials for up to a lease). Anything uncertain (another host, a pid
+    that exists, even if reused, or one we may not signal) counts as alive.
+    """
+    parts = owner.rsplit(":", 2)
+    if len(parts) != 3 or parts[0] != socket.gethostname() or not parts[1].isdigit():
+        return False
+    try:
+        os.kill(int(parts[1]), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # PermissionError: it exists, under another user
+        return False
+    return False
+
+
 def pending_dirs() -> list[pathlib.Path]:
     """Where results that could not be written to their store are saved, in order of choice.
 
@@ -628,16 +647,26 @@ class ResultStore:
         ).fetchone()
         if row is not None and (row[0] in FINAL_STATUSES or row[1] != seen_attempts):
             return SETTLED
-        held = self._db.execute(
-            "SELECT 1 FROM claims WHERE trial_id = ? AND owner != ? AND expires_at > ?",
+        holder = self._db.execute(
+            "SELECT owner FROM claims WHERE trial_id = ? AND owner != ? AND expires_at > ?",
             (trial_id, owner, time.time()),
         ).fetchone()
-        return HELD if held else CLAIMED
+        return HELD if holder and not owner_is_gone(holder[0]) else CLAIMED
 
     def attempts(self) -> dict[str, int]:
         """trial id -> attempts, for every row (0 for a trial not in the store)."""
         with _guard(self.path, "read it"):
             return dict(self._db.execute("SELECT trial_id, attempts FROM trials").fetchall())
+
+    def held_elsewhere(self, owner: str | None = None) -> set[str]:
+        """Ids of the trials another live driver holds now (lease running, process alive)."""
+        return {
+            c["trial_id"]
+            for c in self.claims()
+            if c["owner"] != owner
+            and c["expires_at"] > time.time()
+            and not owner_is_gone(c["owner"])
+        }
 
     def claims(self) -> list[dict[str, Any]]:
         """The claims now in the store (expired ones included); empty for a version-1 store."""

@@ -132,7 +132,7 @@ def run_study(
                         close = getattr(results, "close", None)
                         if close is not None:
                             close()
-                todo = _wait_for_others(store, held, owner, seen, poll_s, settled)
+                todo = _wait_for_others(store, held, owner, seen, poll_s, settled, bar)
     except KeyboardInterrupt:
         report.interrupted = True
     finally:
@@ -150,24 +150,32 @@ def _wait_for_others(
     seen: dict[str, int],
     poll_s: float,
     settled: Callable[[TrialSpec], None],
+    bar: Progress,
 ) -> list[TrialSpec]:
     """Wait until some trials other drivers hold can be run here; returns those left to try.
 
     A trial is done with once its row is final or rewritten (the other driver finished it);
     it becomes runnable here when its claim is released or expires. Returns [] when every
-    held trial was finished elsewhere.
+    held trial was finished elsewhere. Meanwhile the progress bar says what it waits for.
     """
-    while held:
-        runnable, still = [], []
-        for spec in held:
-            state = store.claim_state(spec.trial_id, owner, seen.get(spec.trial_id, 0))
-            if state == SETTLED:
-                settled(spec)
-            else:
-                (runnable if state == CLAIMED else still).append(spec)
-        if runnable:
-            return runnable + still
-        held = still
-        if held:
-            time.sleep(poll_s)
-    return []
+    try:
+        while held:
+            runnable, still = [], []
+            for spec in held:
+                state = store.claim_state(spec.trial_id, owner, seen.get(spec.trial_id, 0))
+                if state == SETTLED:
+                    settled(spec)
+                else:
+                    (runnable if state == CLAIMED else still).append(spec)
+            if runnable:
+                return runnable + still
+            held = still
+            if held:
+                bar.set_note(
+                    f"waiting for {len(held)} trial(s) claimed by another driver (taken over "
+                    "if its lease expires)"
+                )
+                time.sleep(poll_s)
+        return []
+    finally:
+        bar.set_note(None)

@@ -255,12 +255,11 @@ def test_report_force_writes_beside_a_users_files(
     assert (out / "index.html").is_file()
 
 
-@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full")
-@pytest.mark.parametrize("command", [["tasks"], ["data", "--no-verify"]])
-def test_a_full_stdout_exits_3_in_one_line(command: list[str]) -> None:
+def _with_full_stdout(command: list[str]) -> subprocess.CompletedProcess[str]:
+    """``demon-optim COMMAND`` with its standard output on /dev/full (a full disk)."""
     src = pathlib.Path(__file__).parents[2] / "src"
     with open("/dev/full", "w") as full:
-        done = subprocess.run(
+        return subprocess.run(
             [sys.executable, "-m", "demon_optim", *command],
             stdout=full,
             stderr=subprocess.PIPE,
@@ -268,6 +267,12 @@ def test_a_full_stdout_exits_3_in_one_line(command: list[str]) -> None:
             env={**os.environ, "PYTHONPATH": str(src)},
             check=False,
         )
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full")
+@pytest.mark.parametrize("command", [["tasks"], ["data", "--no-verify"]])
+def test_a_full_stdout_exits_3_in_one_line(command: list[str]) -> None:
+    done = _with_full_stdout(command)
     assert done.returncode == EXIT_ENVIRONMENT, done.stderr
     assert done.stderr == (
         "demon-optim: error: cannot write to standard output: No space left on device\n"
@@ -365,18 +370,9 @@ def test_run_whose_store_cannot_be_opened_exits_3_in_one_line(
 def test_run_with_a_full_stdout_still_writes_the_table_and_exits_3(
     study: pathlib.Path, tmp_path: pathlib.Path
 ) -> None:
-    src = pathlib.Path(__file__).parents[2] / "src"
     store = tmp_path / "s.sqlite"
     command = ["run", str(study), "--store", str(store), "--workers", "1", "--no-progress"]
-    with open("/dev/full", "w") as full:
-        done = subprocess.run(
-            [sys.executable, "-m", "demon_optim", *command],
-            stdout=full,
-            stderr=subprocess.PIPE,
-            text=True,
-            env={**os.environ, "PYTHONPATH": str(src)},
-            check=False,
-        )
+    done = _with_full_stdout(command)
     assert done.returncode == EXIT_ENVIRONMENT, done.stderr
     assert "Traceback" not in done.stderr
     assert f"Table written to {tmp_path / 'tiny.md'}" in done.stderr

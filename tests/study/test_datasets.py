@@ -582,7 +582,8 @@ def test_importing_the_data_layer_imports_no_task(tmp_path: pathlib.Path) -> Non
     """The catalogue, the loaders, the caches and the digests work without the task registry
     (a fresh interpreter, so modules other tests imported do not count)."""
     src = pathlib.Path(demon_optim.__file__).parents[1]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(src), os.environ.get("PYTHONPATH", "")]))
+    path = [str(src), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(path))
     env["DEMON_OPTIM_CACHE"] = str(tmp_path / "cache")
     env.pop("DEMON_OPTIM_DATA", None)
     done = subprocess.run(

@@ -380,10 +380,25 @@ def _check_data(study) -> None:
         check_task_data(get_task(name), study.data_dir)
 
 
+def _tasks_by_data_set() -> dict[str, list[str]]:
+    """``{data set: names of the registered tasks that use it}``, for the catalogue.
+
+    Built here, not in ``study.datasets``: the data layer does not know the tasks. A task's
+    data set is its ``data_set`` (a catalogue entry), else its ``data_key``.
+    """
+    from demon_optim.study.tasks import list_tasks
+
+    uses: dict[str, list[str]] = {}
+    for task in list_tasks():
+        uses.setdefault(getattr(task, "data_set", task.data_key), []).append(task.name)
+    return uses
+
+
 def _data(args: argparse.Namespace) -> int:
     from demon_optim.study.datasets import catalog_rows, format_table
 
-    _print(format_table(catalog_rows(args.data_dir, verify=not args.no_verify)))
+    rows = catalog_rows(args.data_dir, verify=not args.no_verify, tasks=_tasks_by_data_set())
+    _print(format_table(rows))
     return 0
 
 

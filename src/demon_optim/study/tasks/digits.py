@@ -1,7 +1,8 @@
 """scikit-learn's bundled 8x8 digits (1797 images, 10 classes): a fast smoke-test task.
 
-No download: the images ship inside scikit-learn (``sklearn.datasets.load_digits``). The
-data set is too easy to separate optimizers well; use it to check that a study runs.
+No download: the images ship inside scikit-learn (``sklearn.datasets.load_digits``), checked
+against a recorded digest (:mod:`demon_optim.study.datasets.digits`). The data set is too
+easy to separate optimizers well; use it to check that a study runs.
 
 Splits, all stratified with fixed seeds (independent of the trial seed): test 450 (a quarter),
 then val 270 (a fifth of the rest), train 1077. Pixels (0..16) are standardised with the
@@ -12,14 +13,12 @@ from __future__ import annotations
 
 import pathlib
 
-import numpy as np
 import torch
 
+from demon_optim.study.datasets.digits import load_digits_arrays
 from demon_optim.study.models import MLP
-from demon_optim.study.tasks._cache import arrays_sha256
 from demon_optim.study.tasks.base import (
     ClassificationTask,
-    DataUnavailableError,
     Split,
     TaskData,
     standardize,
@@ -27,29 +26,8 @@ from demon_optim.study.tasks.base import (
 )
 from demon_optim.study.tasks.registry import register
 
-# sha256 of {images (1797, 64), labels (1797,)} as shipped with scikit-learn (see arrays_sha256).
-DIGITS_SHA256 = "f9a209b1b9431b2b5462c9fdd69d05bbb7b7da1332963b25420d2781f798cad0"
 TEST_SIZE, TEST_SEED = 450, 0  # a quarter
 VAL_SIZE, VAL_SEED = 270, 1  # a fifth of the rest
-
-
-def load_digits_arrays() -> dict[str, np.ndarray]:
-    """The verified digits arrays: ``x`` float32 (1797, 64) and ``y`` int64 (1797,)."""
-    try:
-        from sklearn.datasets import load_digits
-    except ImportError as error:
-        raise DataUnavailableError(
-            f"the digits task needs scikit-learn ({error}); install it with "
-            "`pip install scikit-learn`"
-        ) from None
-    bunch = load_digits()
-    arrays = {"x": bunch.data.astype(np.float32), "y": bunch.target.astype(np.int64)}
-    digest = arrays_sha256(arrays, decimals=4)
-    if digest != DIGITS_SHA256:
-        raise DataUnavailableError(
-            f"scikit-learn's digits have sha256 {digest}, not the recorded {DIGITS_SHA256}"
-        )
-    return arrays
 
 
 def load_digits_data() -> TaskData:

@@ -1,4 +1,4 @@
-"""Float64 reference implementations written straight from shared/spec/demon.md.
+"""Float64 reference implementations written straight from docs/optimizers.md.
 
 Deliberately naive: plain Python lists of numpy float64 arrays, one equation per line,
 nothing shared with the library except nothing at all (the schedule is re-derived here too).
@@ -12,7 +12,7 @@ import numpy as np
 
 
 def demon_beta(k: int, total: int, beta_init: float, delay: float = 0.0) -> float:
-    """Spec section 1, second form, clamped to 0 for k >= T; optional delay D = round(d T)."""
+    """The Demon schedule (docs/optimizers.md), second form, 0 for k >= T; delay D = round(d T)."""
     start = round(delay * total)
     if k < start:
         return beta_init
@@ -48,7 +48,7 @@ def beta_at(schedule: str, k: int, total: int, beta_init: float) -> float:
 def sgd_step(
     group: SGDGroup, k: int, params: dict[int, np.ndarray], grads: dict[int, np.ndarray | None]
 ) -> None:
-    """Spec section 2: buf = g first, then buf = beta_k buf + (1 - dampening) g."""
+    """Demon SGDM (docs/optimizers.md): buf = g first, then buf = beta_k buf + (1 - dampening) g."""
     beta = beta_at(group.schedule, k, group.total, group.beta_init)
     for i, theta in params.items():
         g = grads[i]
@@ -87,7 +87,7 @@ class AdamGroup:
 def adam_step(
     group: AdamGroup, k: int, params: dict[int, np.ndarray], grads: dict[int, np.ndarray | None]
 ) -> None:
-    """Spec section 3: undamped m = beta m + g, or the EMA form with m / (1 - prod beta)."""
+    """Demon Adam (docs/optimizers.md): m = beta m + g, or the EMA form with m / (1 - prod beta)."""
     beta = beta_at(group.schedule, k, group.total, group.beta_init)
     for i, theta in params.items():
         g = grads[i]

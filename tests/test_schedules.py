@@ -1,4 +1,4 @@
-"""The pure schedule math, against the spec's values and torch's LR schedulers."""
+"""The pure schedule math, against docs/optimizers.md's values and torch's LR schedulers."""
 
 from __future__ import annotations
 

@@ -13,7 +13,8 @@ the optimizers, the momentum scheduler, the study harness and the plots all read
 same numbers (``demon`` is bitwise identical wherever it is used). :func:`curve` evaluates a
 schedule over many steps as a numpy array for plotting.
 
-The Demon schedule (Chen et al., arXiv 1910.04952, and ``shared/spec/demon.md``):
+The Demon schedule (Chen et al., arXiv 1910.04952; the choices made where the paper is
+silent are in ``docs/optimizers.md``):
 
 .. math::
 

@@ -27,7 +27,7 @@ c,LR step,81.0,
 c,none,82.0,
 """
 
-# The headline numbers of shared/spec/paper-experiments.md (ResNet-20 on CIFAR-10, test
+# Headline numbers of the Demon paper, arXiv 1910.04952 v4 (ResNet-20 on CIFAR-10, test
 # error %, 75/150/300 epochs), as published: a slice of the paper's table with known Top-k.
 HEADLINE = """setting,method,value
 resnet20-cifar10 SGDM 75,Demon,8.56

@@ -2,7 +2,8 @@
 
 Each method runs 4 epochs of digits-mlp; the learning rate and momentum the trial records
 at each epoch's last step are compared with the pure schedule math of
-``demon_optim.schedules`` (spec section 5), which also checks T = epochs * ceil(n / batch).
+``demon_optim.schedules`` (docs/optimizers.md, "The other schedule shapes"), which also
+checks T = epochs * ceil(n / batch).
 """
 
 from __future__ import annotations
@@ -114,7 +115,7 @@ def _first_config(method: Method) -> dict:
 
 
 def _expected(method: Method, config: dict, k: int, total: int, epoch: int) -> tuple:
-    """(lr, momentum) the schedules of spec section 5 give at step k of epoch `epoch`."""
+    """(lr, momentum) the documented schedule shapes give at step k of epoch `epoch`."""
     lr0 = config["lr"]
     top, low = config.get("momentum_range", (config.get("momentum"), None))
     lr = {

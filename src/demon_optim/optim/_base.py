@@ -1,12 +1,25 @@
-"""What every momentum-scheduled optimizer here shares: the step counter, the schedule, checks.
+"""What every optimizer here shares: checks, the tensors a step works on, the schedule.
 
-The schedule's counter ``k`` lives in each parameter group as ``group["schedule_step"]``, so
-it travels with ``state_dict()`` (and with tools that only understand ``state`` and
-``param_groups``, such as distributed checkpointing). Every group advances exactly once per
-``step()``, however many groups or parameters there are, and whether or not a parameter has
-a gradient. A group added later with ``add_param_group`` starts its own count at 0.
+The one module for it (the Demon optimizers and the reference ones, QHM, QHAdam, AggMo and
+YellowFin, alike); torch's fused Adam kernel, which DemonAdam and QHAdam both drive, is
+wrapped once in :mod:`._fused_adam`.
 
-Also shared by every optimizer here (the Demon ones and the reference ones):
+* The validators (:func:`nonnegative`, :func:`momentum_value`, :func:`unit_interval`,
+  :func:`pair`, :func:`flag`, :func:`number`): each rule once, each raising a
+  :class:`~demon_optim.ConfigError` that names the argument, the value and what is allowed.
+* :class:`ScheduledMomentumOptimizer`, the base of the Demon optimizers: the schedule's
+  counter and the step.
+* The fast paths' helpers: :func:`use_fused`, :func:`group_by_device_dtype`,
+  :func:`runs_by`, :func:`cache_batches`, :func:`effective_grads`.
+
+In the Demon optimizers the schedule's counter ``k`` lives in each parameter group as
+``group["schedule_step"]``, so it travels with ``state_dict()`` (and with tools that only
+understand ``state`` and ``param_groups``, such as distributed checkpointing). Every group
+advances exactly once per ``step()``, however many groups or parameters there are, and
+whether or not a parameter has a gradient. A group added later with ``add_param_group``
+starts its own count at 0.
+
+Also shared by every optimizer here:
 
 * :func:`gather` collects a group's parameters that have a gradient, in the one loop a step
   already makes over them. A complex parameter is updated as its real view
@@ -15,7 +28,8 @@ Also shared by every optimizer here (the Demon ones and the reference ones):
   optimizer supports it (DemonSGD does, as torch's SGD).
 * :class:`CheckedOptimizer` validates every parameter group with ``_validate_group``: at
   construction, in ``add_param_group`` and in ``load_state_dict`` (a loaded state dict's
-  groups are checked as constructor arguments are, before anything is applied).
+  groups are checked as constructor arguments are, before anything is applied); its
+  ``_gather_groups`` starts a reference optimizer's step.
 * A ``step()`` checks everything it can before it changes anything: a step that raises
   leaves the parameters, the state and the schedule counters as they were.
 """
@@ -26,7 +40,7 @@ import math
 import numbers
 import sys
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from types import MappingProxyType
 from typing import Any, ClassVar, NamedTuple
 
@@ -66,21 +80,47 @@ def user_stacklevel() -> int:
     return level
 
 
-def check_nonnegative(value: Any, name: str) -> None:
-    """Raise a ConfigError naming ``name`` unless ``value`` is a finite real number (or
-    one-element tensor) >= 0: an infinite learning rate or weight decay is never useful."""
-    if isinstance(value, torch.Tensor):
+# --- validation: each rule once, raising ConfigError naming the field and the value ---------------
+
+
+def number(field: str, value: object, allowed: str, ok: Callable[[float], bool]) -> float:
+    """``value`` as a float if it is a finite real number (not a bool) with ``ok(value)``."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not math.isfinite(value)
+        or not ok(float(value))
+    ):
+        raise invalid(field, value, allowed)
+    return float(value)
+
+
+def nonnegative(field: str, value: object, *, tensor_ok: bool = False) -> Any:
+    """``value`` if it is a finite real number >= 0 (as a float), or, with ``tensor_ok``, a
+    one-element tensor that is: an infinite learning rate or weight decay is never useful.
+    Only the Demon optimizers take tensor hyperparameters, as torch's SGD and Adam do."""
+    if tensor_ok and isinstance(value, torch.Tensor):
         v = value.detach()
         if value.numel() != 1 or not bool(torch.isfinite(v).all() & (v >= 0).all()):
-            raise invalid(name, value, "finite numbers >= 0 (or a one-element tensor)")
-        return
-    if (
-        not isinstance(value, numbers.Real)
-        or isinstance(value, bool)
-        or not math.isfinite(value)
-        or not value >= 0
-    ):
-        raise invalid(name, value, "finite numbers >= 0")
+            raise invalid(field, value, "finite numbers >= 0 (or a one-element tensor)")
+        return value
+    return number(field, value, "finite numbers >= 0", lambda v: v >= 0)
+
+
+def momentum_value(field: str, value: object) -> float:
+    """``value`` as a float if it lies in [0, 1) (the schedules' own rule for a momentum)."""
+    return schedules.check_momentum(value, field)
+
+
+def unit_interval(field: str, value: object) -> float:
+    return number(field, value, "numbers in [0, 1]", lambda v: 0 <= v <= 1)
+
+
+def pair(field: str, value: object, allowed: str) -> tuple[object, object]:
+    """The two items of a tuple or list of length 2 (``betas``, ``nus``)."""
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        raise invalid(field, value, allowed)
+    return value[0], value[1]
 
 
 def flag(field: str, value: object) -> bool:
@@ -191,6 +231,17 @@ class CheckedOptimizer(Optimizer):
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         super().add_param_group(param_group)
         self._validate_group(self.param_groups[-1])
+
+    def _gather_groups(self) -> list[tuple[dict[str, Any], Gathered]]:
+        """Every group that has gradients, with its tensors (complex parameters as real
+        views); a sparse gradient raises here, before any group is updated. The reference
+        optimizers' steps start with it (the Demon ones gather in their own ``step``)."""
+        work = []
+        for group in self.param_groups:
+            batch = gather(self, group)
+            if batch.keys:
+                work.append((group, batch))
+        return work
 
     def _check_state(self, param: torch.Tensor, state: Mapping[Any, Any], where: str) -> None:
         """Check a loaded parameter's state (``{}`` when the state dict has none for it).
@@ -315,7 +366,7 @@ class ScheduledMomentumOptimizer(CheckedOptimizer):
 
     def _validate_group(self, group: dict[str, Any]) -> None:
         """Check a group's hyperparameters; subclasses extend it."""
-        check_nonnegative(group["lr"], "lr")
+        nonnegative("lr", group["lr"], tensor_ok=True)
         schedules.check_total_steps(group["total_steps"])
         check_schedule(group["schedule"], group["delay"])
         schedules.check_step(group[STEP_KEY], STEP_KEY)
@@ -458,3 +509,53 @@ def group_by_device_dtype(*lists: list[Any]) -> list[tuple[list[Any], ...]]:
         for dest, item in zip(bucket, items, strict=True):
             dest.append(item)
     return list(buckets.values())
+
+
+def runs_by(keys: Iterable[Hashable]) -> dict[Any, list[int]]:
+    """The indices of equal keys, in first-seen order: one kernel call takes one set of
+    scalars, and parameters that missed gradients on some steps have their own (their
+    bias corrections, buffer scales)."""
+    runs: dict[Any, list[int]] = {}
+    for i, key in enumerate(keys):
+        runs.setdefault(key, []).append(i)
+    return runs
+
+
+# The fast paths of QHAdam, AggMo and YellowFin make more than one pass over the same tensors
+# (a kernel call, then a correction or the next buffer). Done batch by batch, the second pass
+# reads tensors the first one just left in cache. 2**19 float32 values is 2 MiB per tensor list.
+CACHE_BATCH_NUMEL = 1 << 19
+
+
+def cache_batches(
+    tensors: Iterable[torch.Tensor], limit: int = CACHE_BATCH_NUMEL
+) -> list[list[int]]:
+    """Consecutive index runs of at most ``limit`` values (a bigger tensor is a run alone)."""
+    batches: list[list[int]] = []
+    current: list[int] = []
+    size = 0
+    for i, t in enumerate(tensors):
+        n = t.numel()
+        if current and size + n > limit:
+            batches.append(current)
+            current, size = [], 0
+        current.append(i)
+        size += n
+    if current:
+        batches.append(current)
+    return batches
+
+
+def effective_grads(
+    params: list[torch.Tensor], grads: list[torch.Tensor], weight_decay: float, maximize: bool
+) -> list[torch.Tensor]:
+    """``g' = (-g if maximize else g) + weight_decay * theta`` (new tensors only where needed):
+    the gradient a kernel used, for a fast path's pass after it."""
+    out = []
+    for p, g in zip(params, grads, strict=True):
+        if maximize:
+            g = g.neg()
+        if weight_decay != 0:
+            g = g.add(p, alpha=weight_decay)
+        out.append(g)
+    return out

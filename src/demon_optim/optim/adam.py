@@ -36,31 +36,23 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .. import schedules
-from ..errors import invalid
 from ._base import (
     STEP_KEY,
     Gathered,
     ScheduleArg,
     ScheduledMomentumOptimizer,
-    check_nonnegative,
     flag,
-    group_by_device_dtype,
+    momentum_value,
+    nonnegative,
     outside_compile,
+    pair,
     real_view,
+    runs_by,
     use_fused,
 )
+from ._fused_adam import fused_adam
 
 __all__ = ["DemonAdam", "DemonAdamW"]
-
-# The fused kernel computes 1 - beta**step for its bias corrections; step = inf makes both 1.
-_NO_BIAS_CORRECTION: dict[torch.device, Tensor] = {}
-
-
-def _inf_step(device: torch.device) -> Tensor:
-    if device not in _NO_BIAS_CORRECTION:
-        _NO_BIAS_CORRECTION[device] = torch.tensor(math.inf, device=device)
-    return _NO_BIAS_CORRECTION[device]
 
 
 class DemonAdam(ScheduledMomentumOptimizer):
@@ -129,13 +121,13 @@ class DemonAdam(ScheduledMomentumOptimizer):
 
     def _validate_group(self, group: dict[str, Any]) -> None:
         super()._validate_group(group)
-        betas = group["betas"]
-        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
-            raise invalid("betas", betas, "a pair (beta_init, beta2) of numbers in [0, 1)")
-        schedules.check_momentum(betas[0], "betas[0]")
-        schedules.check_momentum(betas[1], "betas[1]")
-        check_nonnegative(group["eps"], "eps")
-        check_nonnegative(group["weight_decay"], "weight_decay")
+        beta1, beta2 = pair(
+            "betas", group["betas"], "a pair (beta_init, beta2) of numbers in [0, 1)"
+        )
+        momentum_value("betas[0]", beta1)
+        momentum_value("betas[1]", beta2)
+        nonnegative("eps", group["eps"], tensor_ok=True)
+        nonnegative("weight_decay", group["weight_decay"], tensor_ok=True)
         flag("decoupled_weight_decay", group["decoupled_weight_decay"])
         flag("damped", group["damped"])
         flag("maximize", group["maximize"])
@@ -284,36 +276,21 @@ def _adam_fused(
     ``theta -= lr * (exp_avg / s) / (sqrt(v / bc2) + eps)``, hence
     ``lr' = lr sqrt(bc2) / s`` and ``eps' = eps sqrt(bc2)``.
     """
-    lr, eps, wd = group["lr"], group["eps"], group["weight_decay"]
-    runs: dict[tuple[float, float, float], list[int]] = {}
-    for i, (_, _, w, bc2, s) in enumerate(coefficients):
-        runs.setdefault((w, bc2, s), []).append(i)
-    kernel = torch._fused_adamw_ if group["decoupled_weight_decay"] else torch._fused_adam_
-    for (w, bc2, s), idx in runs.items():
+    lr = group["lr"]
+    for (w, bc2, s), idx in runs_by(c[2:] for c in coefficients).items():
         root = math.sqrt(bc2)
-        kernel_lr = lr * root / s
-        # decoupled decay is theta *= 1 - lr' wd' in the kernel: keep lr' wd' = lr wd
-        kernel_wd = wd
-        if group["decoupled_weight_decay"] and wd != 0:
-            kernel_wd = lr * wd / kernel_lr if kernel_lr != 0 else 0.0
-        for p_run, g_run, m_run, v_run in group_by_device_dtype(
+        fused_adam(
             [params[i] for i in idx],
             [grads[i] for i in idx],
             [coefficients[i][0] for i in idx],
             [coefficients[i][1] for i in idx],
-        ):
-            kernel(
-                p_run,
-                g_run,
-                m_run,
-                v_run,
-                [],
-                [_inf_step(p_run[0].device)] * len(p_run),
-                lr=kernel_lr,
-                beta1=1.0 - w,
-                beta2=group["betas"][1],
-                weight_decay=kernel_wd,
-                eps=eps * root,
-                amsgrad=False,
-                maximize=group["maximize"],
-            )
+            lr=lr,
+            kernel_lr=lr * root / s,
+            beta1=1.0 - w,
+            beta2=group["betas"][1],
+            root=root,
+            eps=group["eps"],
+            weight_decay=group["weight_decay"],
+            decoupled=group["decoupled_weight_decay"],
+            maximize=group["maximize"],
+        )

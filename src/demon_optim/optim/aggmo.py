@@ -48,14 +48,17 @@ import torch
 from torch import Tensor
 
 from ..errors import invalid
-from ._base import evaluate_closure, group_by_device_dtype, real_view, use_fused
-from ._common import (
-    ValidatedOptimizer,
+from ._base import (
+    CheckedOptimizer,
     cache_batches,
     effective_grads,
+    evaluate_closure,
     flag,
+    group_by_device_dtype,
     momentum_value,
     nonnegative,
+    real_view,
+    use_fused,
 )
 
 __all__ = ["AggMo", "applied_betas"]
@@ -72,7 +75,7 @@ def applied_betas(betas: Sequence[float], momentum: float) -> tuple[float, ...]:
     return tuple(ratio * b / ((1 - b) + ratio * b) for b in betas)
 
 
-class AggMo(ValidatedOptimizer):
+class AggMo(CheckedOptimizer):
     r"""Aggregated momentum (Lucas et al., ICLR 2019).
 
     Args:

@@ -44,7 +44,6 @@ by default, then applies).
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType
 from typing import Any, ClassVar
@@ -53,17 +52,21 @@ import torch
 from torch import Tensor
 
 from ..errors import invalid
-from ._base import evaluate_closure, group_by_device_dtype, real_view, use_fused
-from ._common import (
-    ValidatedOptimizer,
-    cache_batches,
+from ._base import (
+    CheckedOptimizer,
     effective_grads,
+    evaluate_closure,
     flag,
+    group_by_device_dtype,
     momentum_value,
     nonnegative,
     pair,
+    real_view,
+    runs_by,
     unit_interval,
+    use_fused,
 )
+from ._fused_adam import fused_adam
 
 __all__ = ["QHAdam"]
 
@@ -71,17 +74,8 @@ __all__ = ["QHAdam"]
 # kernel's rounding of e by more than 1 + (1 - nu1) / nu1 = 4: the for-loop is used instead.
 MIN_FUSED_NU1 = 0.25
 
-# The fused kernel computes 1 - beta**step for its bias corrections; step = inf makes both 1.
-_INF_STEP: dict[torch.device, Tensor] = {}
 
-
-def _inf_step(device: torch.device) -> Tensor:
-    if device not in _INF_STEP:
-        _INF_STEP[device] = torch.tensor(math.inf, device=device)
-    return _INF_STEP[device]
-
-
-class QHAdam(ValidatedOptimizer):
+class QHAdam(CheckedOptimizer):
     r"""Quasi-hyperbolic Adam (Ma & Yarats, ICLR 2019).
 
     Args:
@@ -221,17 +215,6 @@ def _qhadam_loop(
             param.addcdiv_(numerator, denom, value=-lr)
 
 
-def _same_bias_corrections(
-    moments: list[tuple[Tensor, Tensor, float, float]],
-) -> dict[tuple[float, float], list[int]]:
-    """Indices of the parameters per ``(bc1, bc2)``: one kernel call takes one pair of scalars
-    (parameters that missed gradients on some steps have their own)."""
-    runs: dict[tuple[float, float], list[int]] = {}
-    for i, (_, _, bc1, bc2) in enumerate(moments):
-        runs.setdefault((bc1, bc2), []).append(i)
-    return runs
-
-
 def _qhadam_fused(
     params: list[Tensor],
     grads: list[Tensor],
@@ -250,8 +233,7 @@ def _qhadam_fused(
         maximize = False
         if not decoupled:
             wd = 0.0
-    kernel = torch._fused_adamw_ if decoupled else torch._fused_adam_
-    for (bc1, bc2), idx in _same_bias_corrections(moments).items():
+    for (bc1, bc2), idx in runs_by(m[2:] for m in moments).items():
         if nu1 == 1:
             total, kernel_beta1 = 1.0 / bc1, beta1
         else:
@@ -259,38 +241,22 @@ def _qhadam_fused(
             total = nu1 / bc1 + 1.0 - nu1
             kernel_beta1 = a / total
         root = bc2**0.5
-        kernel_lr = lr * total * root
-        kernel_wd = wd
-        if decoupled and wd != 0:  # the kernel decays theta *= 1 - lr' wd': keep lr' wd' = lr wd
-            kernel_wd = lr * wd / kernel_lr if kernel_lr != 0 else 0.0
-        weight = -bc1 * (1.0 - nu1) / nu1
-        for p_run, g_run, m_run, v_run in group_by_device_dtype(
+        fused_adam(
             [params[i] for i in idx],
             [grads[i] for i in idx],
             [moments[i][0] for i in idx],
             [moments[i][1] for i in idx],
-        ):
-            for batch in cache_batches(p_run) if restore else [list(range(len(p_run)))]:
-                ps = [p_run[j] for j in batch]
-                gs = [g_run[j] for j in batch]
-                ms = [m_run[j] for j in batch]
-                kernel(
-                    ps,
-                    gs,
-                    ms,
-                    [v_run[j] for j in batch],
-                    [],
-                    [_inf_step(ps[0].device)] * len(ps),
-                    lr=kernel_lr,
-                    beta1=kernel_beta1,
-                    beta2=beta2,
-                    weight_decay=kernel_wd,
-                    eps=eps * root,
-                    amsgrad=False,
-                    maximize=maximize,
-                )
-                if restore:
-                    torch._foreach_lerp_(ms, gs, weight)
+            lr=lr,
+            kernel_lr=lr * total * root,
+            beta1=kernel_beta1,
+            beta2=beta2,
+            root=root,
+            eps=eps,
+            weight_decay=wd,
+            decoupled=decoupled,
+            maximize=maximize,
+            restore=-bc1 * (1.0 - nu1) / nu1 if restore else None,
+        )
 
 
 def _one_pass(
@@ -338,7 +304,7 @@ def _qhadam_compiled(
     (beta1, beta2), (nu1, nu2) = group["betas"], group["nus"]
     lr, eps, wd = group["lr"], group["eps"], group["weight_decay"]
     update = _compiled_one_pass()
-    for (bc1, bc2), idx in _same_bias_corrections(moments).items():
+    for (bc1, bc2), idx in runs_by(m[2:] for m in moments).items():
         for p_run, g_run, m_run, v_run in group_by_device_dtype(
             [params[i] for i in idx],
             [grads[i] for i in idx],

@@ -37,19 +37,24 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._base import evaluate_closure, group_by_device_dtype, param_layout, real_view, use_fused
-from ._common import (
-    ValidatedOptimizer,
+from ._base import (
+    CheckedOptimizer,
+    evaluate_closure,
     flag,
+    group_by_device_dtype,
     momentum_value,
     nonnegative,
+    param_layout,
+    real_view,
+    runs_by,
     unit_interval,
+    use_fused,
 )
 
 __all__ = ["QHM", "qhm"]
 
 
-class QHM(ValidatedOptimizer):
+class QHM(CheckedOptimizer):
     r"""Quasi-hyperbolic momentum (Ma & Yarats, ICLR 2019).
 
     Args:
@@ -204,11 +209,7 @@ def _qhm_fused(
         if buf is None:
             momentum_buffers[i] = torch.zeros_like(params[i], memory_format=torch.preserve_format)
             buffer_scales[i] = fresh_scale
-    runs: dict[float, list[int]] = {}
-    for i, scale in enumerate(buffer_scales):
-        assert scale is not None
-        runs.setdefault(scale, []).append(i)
-    for kappa, idx in runs.items():
+    for kappa, idx in runs_by(buffer_scales).items():
         if beta == 0:  # b = g and theta -= lr g: the kernel's first-step branch does exactly that
             new_kappa = 1.0
             kernel = {"momentum": 1.0, "dampening": 0.0, "lr": lr, "nesterov": False}

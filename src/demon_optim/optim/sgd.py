@@ -20,17 +20,17 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .. import schedules
 from ..errors import invalid
 from ._base import (
     STEP_KEY,
     Gathered,
     ScheduleArg,
     ScheduledMomentumOptimizer,
-    check_nonnegative,
     flag,
     gather,
     group_by_device_dtype,
+    momentum_value,
+    nonnegative,
     param_layout,
     real_view,
     use_fused,
@@ -104,9 +104,9 @@ class DemonSGD(ScheduledMomentumOptimizer):
 
     def _validate_group(self, group: dict[str, Any]) -> None:
         super()._validate_group(group)
-        schedules.check_momentum(group["momentum"], "momentum")
-        check_nonnegative(group["dampening"], "dampening")
-        check_nonnegative(group["weight_decay"], "weight_decay")
+        momentum_value("momentum", group["momentum"])
+        nonnegative("dampening", group["dampening"], tensor_ok=True)
+        nonnegative("weight_decay", group["weight_decay"], tensor_ok=True)
         flag("nesterov", group["nesterov"])
         flag("maximize", group["maximize"])
         if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):

@@ -99,15 +99,19 @@ import torch
 from torch import Tensor
 
 from ..errors import ConfigError, invalid
-from ._base import evaluate_closure, group_by_device_dtype, param_layout, real_view, use_fused
-from ._common import (
-    ValidatedOptimizer,
+from ._base import (
+    CheckedOptimizer,
     cache_batches,
     effective_grads,
+    evaluate_closure,
     flag,
+    group_by_device_dtype,
     momentum_value,
     nonnegative,
     number,
+    param_layout,
+    real_view,
+    use_fused,
 )
 
 __all__ = ["YellowFin", "single_step"]
@@ -149,7 +153,7 @@ def clip_factor(norm: float, limit: float) -> float:
     return min(1.0, limit / (norm + CLIP_GUARD))
 
 
-class YellowFin(ValidatedOptimizer):
+class YellowFin(CheckedOptimizer):
     r"""YellowFin (Zhang & Mitliagkas): momentum SGD with a closed-loop lr/momentum tuner.
 
     Args:

@@ -1,6 +1,7 @@
 """Read a results store into plain records; never writes.
 
-The report reads only the store (``shared/design.md``: study -> trials -> store -> report).
+The report reads only the store (data flows one way, study -> trials -> store -> report:
+``docs/architecture.md``).
 The store is opened through :class:`~demon_optim.study.store.ResultStore` with
 ``readonly=True`` (an SQLite ``file:...?mode=ro`` URI), which also refuses a file that is not
 a results store, without touching it.

@@ -1,8 +1,8 @@
 """The methods registry: a method is a base optimizer + a learning-rate schedule + a momentum
 schedule, with its tunable hyperparameters and their default grids.
 
-The shapes and their torch equivalents are pinned in ``shared/spec/demon.md`` section 5
-(``k``: optimizer steps taken, ``T``: the run's total steps, ``E``: epochs):
+The shapes and their torch equivalents are those of ``docs/optimizers.md`` ("The other
+schedule shapes"; ``k``: optimizer steps taken, ``T``: the run's total steps, ``E``: epochs):
 
 ==================  ===============================================================
 lr schedule         torch class (stepped after every optimizer step, or per epoch)

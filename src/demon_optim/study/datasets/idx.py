@@ -46,7 +46,8 @@ IDX_FILES = {
     "test_images": "t10k-images-idx3-ubyte",
     "test_labels": "t10k-labels-idx1-ubyte",
 }
-# Fashion-MNIST (Xiao et al., 2017): md5 of the decompressed files (data-sources.md).
+# Fashion-MNIST (Xiao et al., 2017): md5 of the decompressed files, as Debian's
+# dataset-fashion-mnist ships them (docs/study.md, "Data").
 FASHION_MNIST_MD5 = {
     "train_images": "f4a8712d7a061bf5bd6d2ca38dc4d50a",
     "train_labels": "9018921c3c673c538a1fc5bad174d6f9",

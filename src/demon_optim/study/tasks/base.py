@@ -224,6 +224,8 @@ class Task(abc.ABC):
 
 
 def _detached(state: Any) -> Any:
+    if state is None:  # a stateless task, every step: answer at once
+        return None
     if isinstance(state, torch.Tensor):
         return state.detach()
     if isinstance(state, tuple) and hasattr(state, "_fields"):  # a named tuple

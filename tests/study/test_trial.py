@@ -283,6 +283,16 @@ class Bytes(torch.nn.Module):
         return images.float() / 255
 
 
+def test_a_task_without_a_step_per_epoch_fails_the_trial_saying_why() -> None:
+    task = MiscountedStream(-11)  # steps_per_epoch() == 0
+    result = run_trial(stream_spec(), task.load_data(), task)
+    assert result.status == "failed"
+    assert result.error == (
+        "ValueError: task test-stream: steps_per_epoch() gave 0 for 240 training examples at "
+        "batch size 4; a trial needs at least 1 step per epoch"
+    )
+
+
 class TinyImageTask(ImageClassificationTask):
     """Random 3x8x8 uint8 images through the default batches: shuffled, augmented."""
 

@@ -116,6 +116,11 @@ def _train(
     config = method.check_config(spec.config)
     batch, token_budget = spec.batch_size, spec.token_budget
     steps = task.steps_per_epoch(data.train, batch, token_budget)
+    if not isinstance(steps, int) or steps < 1:
+        raise ValueError(
+            f"task {task.name}: steps_per_epoch() gave {steps!r} for {len(data.train)} "
+            f"training examples at batch size {batch}; a trial needs at least 1 step per epoch"
+        )
     budget = Budget(spec.epochs, steps, task.higher_is_better)
 
     torch.manual_seed(spec.seed)

@@ -10,6 +10,7 @@ import pathlib
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from demon_optim.errors import ConfigError
 from demon_optim.study.datasets import cifar as cifar_data
@@ -17,10 +18,19 @@ from demon_optim.study.datasets import mnist_json
 from demon_optim.study.datasets import ptb as ptb_data
 from demon_optim.study.datasets import stl10 as stl10_data
 from demon_optim.study.datasets.catalog import dataset_names
+from demon_optim.study.methods import Budget, get_method
 from demon_optim.study.models import count_parameters
-from demon_optim.study.tasks import DataUnavailableError, Split, clear_data_cache, get_task
+from demon_optim.study.spec import TrialSpec
+from demon_optim.study.tasks import (
+    DataUnavailableError,
+    Split,
+    TaskData,
+    clear_data_cache,
+    get_task,
+)
 from demon_optim.study.tasks import fmnist as fmnist_task
 from demon_optim.study.tasks import mnist as mnist_task
+from demon_optim.study.trial import run_trial
 from tests.conftest import requires
 from tests.study.data_files import (
     ptb_texts,
@@ -237,36 +247,121 @@ def test_language_model_trains_on_fixture_text(name, data_root, fixture_checksum
     assert model.decoder.out_features == PTB_VOCAB
     untrained = task.evaluate(model, data.val)
     assert abs(untrained - PTB_VOCAB) < 10  # near-uniform predictions: perplexity ~ vocabulary
-    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
     budget = task.bptt * 4 * 3  # three windows of 4 columns
     steps = task.steps_per_epoch(data.train, 4, budget)
-    windows = list(task.epoch_batches(data.train, 4, torch.Generator().manual_seed(0), budget))
-    assert steps == len(windows) == 3 and windows[0][0].shape == (task.bptt, 4)
-    calls = []
-    loss = task.train_epoch(
-        model,
-        optimizer,
-        data.train,
-        4,
-        torch.Generator().manual_seed(0),
-        budget,
-        after_step=[lambda: calls.append(1)],
+    windows = list(
+        task.batches(
+            data.train,
+            4,
+            torch.Generator().manual_seed(0),
+            augment_generator=torch.Generator(),
+            token_budget=budget,
+        )
     )
-    assert math.isfinite(loss) and len(calls) == 3
+    assert steps == len(windows) == 3 and windows[0][0].shape == (task.bptt, 4)
+    assert task.grad_clip == 5.0 and task.uses_token_budget
+    result = run_trial(lm_spec(name, budget=budget, epochs=1), data, task)
+    assert result.status == "done", result.traceback
+    assert math.isfinite(result.history[0]["train_loss"]) and math.isfinite(result.val_metric)
     assert task.steps_per_epoch(data.train, 4) == -(-(len(data.train) // 4) // task.bptt)
 
 
-def test_language_model_epoch_is_deterministic(data_root, fixture_checksums) -> None:
+def lm_spec(
+    name: str = "ptb-lstm-small",
+    method: str = "sgdm",
+    budget: int | None = None,
+    epochs: int = 2,
+    batch: int = 4,
+    seed: int = 3,
+) -> TrialSpec:
+    config = (("lr", 1.0), ("momentum", 0.0), ("weight_decay", 0.0))
+    if method.startswith("adam") or method.startswith("demon-adam"):
+        config = (("lr", 1e-3), ("momentum", 0.9), ("weight_decay", 0.0))
+    if method.startswith("demon"):
+        config += (("delay", 0.0),)
+    return TrialSpec(name, method, config, seed, epochs, batch, token_budget=budget)
+
+
+def truncated_bptt_by_hand(task, trial: TrialSpec, data) -> tuple[list[dict], int]:
+    """Zaremba et al.'s training written out (the loop the PTB task had of its own before
+    the trial loop took it over): columns read in order in windows of bptt, the LSTM state
+    zero at each epoch, carried and detached at window edges, the gradient norm clipped to
+    5 (``task.grad_clip``); with a budget, a run of windows from a start drawn from the trial
+    seed's generator. Returns the per-epoch numbers, then the test metric, and how many
+    steps the clip shortened."""
+    method = get_method(trial.method)
+    steps = task.steps_per_epoch(data.train, trial.batch_size, trial.token_budget)
+    torch.manual_seed(trial.seed)
+    model = task.build_model()
+    generator = torch.Generator().manual_seed(trial.seed)
+    budget = Budget(trial.epochs, steps, False)
+    training = method.build(model.parameters(), method.check_config(trial.config), budget)
+    inputs = ptb_data.batchify(data.train.inputs, trial.batch_size)
+    targets = ptb_data.batchify(data.train.targets, trial.batch_size)
+    history, clipped = [], 0
+    for _ in range(trial.epochs):
+        model.train()
+        state = model.init_state(trial.batch_size)
+        windows = range(ptb_data.window_count(len(inputs), task.bptt))
+        if trial.token_budget is not None:
+            count = min(len(windows), max(1, trial.token_budget // (task.bptt * trial.batch_size)))
+            first = int(torch.randint(0, len(windows) - count + 1, (1,), generator=generator))
+            windows = range(first, first + count)
+        total = 0.0
+        for w in windows:
+            rows = slice(w * task.bptt, min((w + 1) * task.bptt, len(inputs)))
+            logits, state = model(inputs[rows], (state[0].detach(), state[1].detach()))
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets[rows].reshape(-1))
+            total += loss.item()
+            training.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), task.grad_clip)
+            clipped += bool(norm > task.grad_clip)
+            training.optimizer.step()
+            lr, momentum = training.applied()
+            for hook in training.after_step:
+                hook()
+        val = task.evaluate(model, data.val)
+        history.append(
+            {"train_loss": total / steps, "val_metric": val, "lr": lr, "momentum": momentum}
+        )
+    return [*history, {"test": task.evaluate(model, data.test)}], clipped
+
+
+@pytest.mark.parametrize(
+    ("method", "budget", "clip"),
+    [("sgdm", 20 * 4 * 3, None), ("demon-adam", None, None), ("sgdm+lr-cosine", 500, 0.1)],
+)
+def test_language_model_trial_is_truncated_bptt_with_clipping(
+    method, budget, clip, data_root, fixture_checksums, monkeypatch
+) -> None:
+    """The trial loop trains the language model exactly as the hand-written truncated BPTT
+    does: same numbers, bit for bit, in every epoch. The fixture's gradients stay under
+    Zaremba's norm 5 (about 0.2), so one case clips at 0.1, where the clip acts at every step."""
+    task = get_task("ptb-lstm-small")
+    if clip is not None:
+        monkeypatch.setattr(task, "grad_clip", clip)
+    data = task.load_data(data_root)
+    trial = lm_spec(method=method, budget=budget)
+    result = run_trial(trial, data, task)
+    assert result.status == "done", result.traceback
+    got = [
+        {k: r[k] for k in ("train_loss", "val_metric", "lr", "momentum")} for r in result.history
+    ]
+    expected, clipped = truncated_bptt_by_hand(task, trial, data)
+    assert [*got, {"test": result.test_metric}] == expected
+    assert clipped > 0 if clip is not None else task.grad_clip == 5.0
+
+
+def test_language_model_trial_is_deterministic(data_root, fixture_checksums) -> None:
     task = get_task("ptb-lstm-small")
     data = task.load_data(data_root)
-    results = []
-    for _ in range(2):
-        torch.manual_seed(3)
-        model = task.build_model()
-        optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
-        task.train_epoch(model, optimizer, data.train, 5, torch.Generator().manual_seed(1), 500)
-        results.append(task.evaluate(model, data.val))
-    assert results[0] == results[1]
+    first, second = (run_trial(lm_spec(budget=500), data, task) for _ in range(2))
+    assert first.status == second.status == "done"
+    assert first.test_metric == second.test_metric
+    assert [r["train_loss"] for r in first.history] == [r["train_loss"] for r in second.history]
+    other = run_trial(lm_spec(budget=500, seed=4), data, task)
+    assert other.test_metric != first.test_metric
 
 
 # --- missing and corrupt data ---------------------------------------------------------------
@@ -344,13 +439,18 @@ def test_real_ptb_short_training() -> None:
     task = get_task("ptb-lstm-small")
     data = task.load_data()
     assert len(data.train) == 929_588 and len(data.val) == 73_759 and len(data.test) == 82_429
-    torch.manual_seed(0)
-    model = task.build_model()
-    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
     budget = 20 * 20 * 15  # 15 windows
-    loss = task.train_epoch(
-        model, optimizer, data.train, 20, torch.Generator().manual_seed(0), budget
+    trial = TrialSpec(
+        "ptb-lstm-small",
+        "sgdm",
+        (("lr", 1.0), ("momentum", 0.0), ("weight_decay", 0.0)),
+        seed=0,
+        epochs=1,
+        batch_size=20,
+        token_budget=budget,
     )
-    assert loss < math.log(10_000)  # below the uniform predictor's 9.21 nats
-    head = Split(data.val.inputs[:3000], data.val.targets[:3000])
-    assert 100 < task.evaluate(model, head) < 10_000
+    head = Split(data.val.inputs[:3000], data.val.targets[:3000])  # a short evaluation
+    result = run_trial(trial, TaskData(data.train, head, head), task)
+    assert result.status == "done", result.traceback
+    assert result.history[0]["train_loss"] < math.log(10_000)  # below uniform's 9.21 nats
+    assert 100 < result.val_metric < 10_000

@@ -302,3 +302,22 @@ def test_evaluate_counts_correct_predictions() -> None:
         assert task.loss(torch.zeros(2, 4), torch.tensor([0, 3])).item() == pytest.approx(
             float(np.log(4))
         )
+
+
+def test_default_detach_state_cuts_every_tensor_of_a_nested_state() -> None:
+    """A user's stateful task need not write detach_state: the default detaches the tensors
+    in tuples (named ones too), lists and dicts, and keeps everything else as it is."""
+    import collections
+
+    Pair = collections.namedtuple("Pair", "h c")
+    leaf = torch.ones(2, requires_grad=True)
+    grown = leaf * 2
+    state = {"lstm": Pair(grown, grown + 1), "layers": [grown, (grown, 3)], "step": 5}
+    detached = get_task("mnist1d-mlp").detach_state(state)
+    assert isinstance(detached["lstm"], Pair) and isinstance(detached["layers"], list)
+    tensors = [*detached["lstm"], detached["layers"][0], detached["layers"][1][0]]
+    assert all(t.grad_fn is None and not t.requires_grad for t in tensors)
+    assert all(torch.equal(t, grown) or torch.equal(t, grown + 1) for t in tensors)
+    assert detached["layers"][1][1] == 3 and detached["step"] == 5
+    assert grown.grad_fn is not None  # the original state is untouched
+    assert get_task("mnist1d-mlp").detach_state(None) is None

@@ -293,12 +293,12 @@ def parse_study(
                 token_budget,
                 f"positive integers up to {MAX_TOKEN_BUDGET:,} (tokens per epoch)",
             )
-        if not any(getattr(get_task(t), "sequential", False) for t in tasks):
-            sequential = [n for n in task_names() if getattr(get_task(n), "sequential", False)]
+        if not any(get_task(t).uses_token_budget for t in tasks):
+            budgeted = [n for n in task_names() if get_task(n).uses_token_budget]
             raise invalid(
                 "token_budget",
                 token_budget,
-                f"only with a language-model task ({', '.join(sequential)})",
+                f"only with a language-model task ({', '.join(budgeted)})",
             )
 
     data_dir = data.get("data_dir")
@@ -348,7 +348,7 @@ def expand(study: Study) -> list[TrialSpec]:
     for task_name in study.tasks:
         task = get_task(task_name)
         batch_size = study.batch_size or task.batch_size
-        token_budget = study.token_budget if getattr(task, "sequential", False) else None
+        token_budget = study.token_budget if task.uses_token_budget else None
         for epochs in study.epochs or (task.epochs,):
             for method_name in study.methods:
                 method = get_method(method_name)

@@ -1,14 +1,18 @@
 """Run one trial: seed, build the model and the method, train, evaluate, return a record.
 
 The training loop is the only one in the harness and is kept lean (the harness overhead
-benchmark compares it with a bare loop). Per epoch it records the mean training loss, the
-validation metric, and the learning rate and momentum applied at the epoch's last step. It
-stops at the first non-finite training loss (status ``diverged``, before stepping on it) and
-turns any exception into status ``failed`` with the traceback, so a study goes on.
+benchmark compares it with a bare loop). Every task goes through it: what differs between
+tasks (the batches of an epoch, augmentation, gradient clipping, state carried from batch
+to batch as truncated BPTT needs) is asked of the task's hooks, documented on
+:class:`~demon_optim.study.tasks.base.Task`. Per epoch it records the mean training loss,
+the validation metric, and the learning rate and momentum applied at the epoch's last step.
+It stops at the first non-finite training loss (status ``diverged``, before stepping on it)
+and turns any exception into status ``failed`` with the traceback, so a study goes on.
 
-Determinism: ``torch.manual_seed(seed)`` before the model is built and a private
-``torch.Generator`` seeded with ``seed`` for shuffling; deterministic algorithms are
-requested (warn-only) for the trial. The same spec run on the same machine with the same
+Determinism: ``torch.manual_seed(seed)`` before the model is built and private
+``torch.Generator`` s seeded with ``seed`` for the order of the batches and with
+``seed + 1_000_003`` for augmentation; deterministic algorithms are requested (warn-only)
+for the trial. The same spec run on the same machine with the same
 number of torch threads (the executors use one) gives the same metrics.
 """
 
@@ -70,8 +74,9 @@ def versions() -> dict[str, str]:
 def run_trial(spec: TrialSpec, data: TaskData, task: Task | None = None) -> TrialResult:
     """Train ``spec``'s model with its method on ``data``; never raises for a failing trial.
 
-    ``T = epochs * ceil(n_train / batch_size)`` optimizer steps (the last batch of an epoch
-    may be smaller); the schedules are built for that T.
+    ``T = epochs * task.steps_per_epoch(...)`` optimizer steps (by default
+    ``ceil(n_train / batch_size)`` per epoch, the last batch of an epoch may be smaller);
+    the schedules are built for that T.
     """
     started_at = time.time()
     start = time.perf_counter()
@@ -109,13 +114,13 @@ def _train(
 ) -> tuple[str, float | None, float | None, list[dict[str, Any]], str | None]:
     method = get_method(spec.method)
     config = method.check_config(spec.config)
-    inputs, targets = data.train.inputs, data.train.targets
-    n, batch = len(data.train), spec.batch_size
-    sequential = getattr(task, "sequential", False)  # language models: task.train_epoch
-    if sequential:
-        steps = task.steps_per_epoch(data.train, batch, spec.token_budget)
-    else:
-        steps = math.ceil(n / batch)
+    batch, token_budget = spec.batch_size, spec.token_budget
+    steps = task.steps_per_epoch(data.train, batch, token_budget)
+    if not isinstance(steps, int) or steps < 1:
+        raise ValueError(
+            f"task {task.name}: steps_per_epoch() gave {steps!r} for {len(data.train)} "
+            f"training examples at batch size {batch}; a trial needs at least 1 step per epoch"
+        )
     budget = Budget(spec.epochs, steps, task.higher_is_better)
 
     torch.manual_seed(spec.seed)
@@ -125,52 +130,45 @@ def _train(
     augment = torch.Generator().manual_seed(spec.seed + 1_000_003)
     training = method.build(model.parameters(), config, budget)
     optimizer, after_step = training.optimizer, training.after_step
-    loss_fn = task.loss
+    # the task's hooks, looked up once (the loop is kept lean)
+    loss_fn, forward, detach = task.loss, task.forward, task.detach_state
+    grad_clip, parameters = task.grad_clip, list(model.parameters())
+    clip = torch.nn.utils.clip_grad_norm_
     last = steps - 1
     start = time.perf_counter()
     history: list[dict[str, Any]] = []
     val = None
-    applied = [math.nan, math.nan]  # lr and momentum of the last step (sequential tasks)
-
-    def record_applied() -> None:
-        applied[:] = training.applied()  # read before the schedulers move them on
-
     for epoch in range(1, spec.epochs + 1):
-        if sequential:
-            applied[:] = [math.nan, math.nan]
-            mean_loss = task.train_epoch(
-                model,
-                optimizer,
-                data.train,
-                batch,
-                shuffle,
-                spec.token_budget,
-                after_step=[record_applied, *after_step],
-            )
-            if not math.isfinite(mean_loss):
-                return "diverged", None, None, history, f"non-finite training loss, epoch {epoch}"
-            total, (lr, momentum) = mean_loss * steps, applied
-        else:
-            model.train()
-            order = torch.randperm(n, generator=shuffle)
-            total = 0.0
-            lr = momentum = math.nan
-            for i in range(steps):
-                index = order[i * batch : (i + 1) * batch]  # gather per batch: no copy of the set
-                loss = loss_fn(model(task.augment(inputs[index], augment)), targets[index])
-                value = loss.item()
-                if not math.isfinite(value):
-                    step = (epoch - 1) * steps + i
-                    note = f"non-finite training loss ({value}) at epoch {epoch}, step {step}"
-                    return "diverged", None, None, history, note
-                total += value
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                if i == last:
-                    lr, momentum = training.applied()
-                for hook in after_step:
-                    hook()
+        model.train()
+        state = task.initial_state(model, batch)
+        batches = task.batches(
+            data.train, batch, shuffle, augment_generator=augment, token_budget=token_budget
+        )
+        total = 0.0
+        lr = momentum = math.nan
+        i = -1
+        for i, (inputs, targets) in enumerate(batches):
+            if i == steps:
+                raise _miscounted(task, steps, epoch, f"more than {steps}")
+            outputs, state = forward(model, inputs, detach(state))
+            loss = loss_fn(outputs, targets)
+            value = loss.item()
+            if not math.isfinite(value):
+                step = (epoch - 1) * steps + i
+                note = f"non-finite training loss ({value}) at epoch {epoch}, step {step}"
+                return "diverged", None, None, history, note
+            total += value
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if grad_clip is not None:
+                clip(parameters, grad_clip)
+            optimizer.step()
+            if i == last:
+                lr, momentum = training.applied()  # before the schedulers move them on
+            for hook in after_step:
+                hook()
+        if i != last:
+            raise _miscounted(task, steps, epoch, f"{i + 1}")
         val = task.evaluate(model, data.val)
         if not math.isfinite(val):
             note = f"non-finite validation {task.metric} ({val}) after epoch {epoch}"
@@ -191,3 +189,11 @@ def _train(
     if not math.isfinite(test):
         return "diverged", None, None, history, f"non-finite test {task.metric} ({test})"
     return "done", val, test, history, None
+
+
+def _miscounted(task: Task, steps: int, epoch: int, got: str) -> RuntimeError:
+    """The schedules are built for ``steps`` per epoch: a task's two hooks must agree."""
+    return RuntimeError(
+        f"task {task.name}: batches() yielded {got} batches in epoch {epoch}, "
+        f"steps_per_epoch() said {steps}"
+    )

@@ -1,7 +1,9 @@
 """What a task is: data splits, a model, a loss and a metric.
 
 A task is self-describing (DeepOBS / AlgoPerf style): the trial runner asks it for data, a fresh
-model, the training loss and the evaluation metric, and knows nothing else about it.
+model, the training loss, the evaluation metric and, through documented hooks with defaults
+(see :class:`Task`), how it is trained: the batches of an epoch, gradient clipping and any
+state carried from batch to batch. The runner knows nothing else about it.
 
 Data is loaded once per process per ``(data_key, data_dir)`` (see :meth:`Task.load_data`),
 because a worker runs many trials on the same data. The cached tensors are shared between
@@ -11,10 +13,12 @@ trials: callers must treat them as read-only.
 from __future__ import annotations
 
 import abc
+import math
 import pathlib
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -71,11 +75,37 @@ def clear_data_cache() -> None:
 
 
 class Task(abc.ABC):
-    """A model on a data set, with its loss, metric and default budget.
+    """A model on a data set, with its loss, metric, default budget and how it is trained.
 
     Subclasses set the class attributes and implement :meth:`_load_data`,
     :meth:`build_model`, :meth:`loss` and :meth:`evaluate` (classification tasks get the
     last two from :class:`ClassificationTask`).
+
+    The trial loop (:func:`demon_optim.study.trial.run_trial`, the harness's only training
+    loop) calls these hooks and nothing else; the defaults train on shuffled minibatches::
+
+        steps = task.steps_per_epoch(train, batch_size, token_budget)  # T = epochs * steps
+        model = task.build_model()                       # after torch.manual_seed(seed)
+        for epoch in 1..epochs:
+            model.train()
+            state = task.initial_state(model, batch_size)
+            for inputs, targets in task.batches(train, batch_size, shuffle,
+                                                augment_generator=augment,
+                                                token_budget=token_budget):
+                outputs, state = task.forward(model, inputs, task.detach_state(state))
+                loss = task.loss(outputs, targets)       # stops here if not finite
+                zero_grad; loss.backward()
+                clip_grad_norm_(parameters, task.grad_clip)   # unless grad_clip is None
+                optimizer.step(); the method's per-step schedules
+            val = task.evaluate(model, val_split)        # then per-epoch schedules
+        test = task.evaluate(model, test_split)
+
+    ``shuffle`` and ``augment`` are private generators seeded from the trial seed (``seed``
+    and ``seed + 1_000_003``), so a trial is deterministic and augmentation never changes
+    the order of the examples. Override a hook to change one part: :meth:`augment` for
+    random transforms of the training batches, :meth:`steps_per_epoch` with :meth:`batches`
+    for another reading order (they must agree), :meth:`initial_state` with :meth:`forward`
+    for state carried from one batch to the next (truncated backpropagation through time).
     """
 
     name: ClassVar[str]  # registry key, e.g. "mnist1d-mlp"
@@ -85,6 +115,10 @@ class Task(abc.ABC):
     batch_size: ClassVar[int]  # default batch size
     epochs: ClassVar[int]  # default budget in epochs
     data_key: ClassVar[str]  # tasks with the same data_key load the same data, once
+    # Training (see the hooks below): the largest global gradient norm, clipped to after
+    # every backward pass (None: no clipping); whether a study's token_budget applies.
+    grad_clip: ClassVar[float | None] = None
+    uses_token_budget: ClassVar[bool] = False
 
     def load_data(self, data_dir: pathlib.Path | None = None) -> TaskData:
         """Return the task's splits; deterministic, and loaded once per process per data_key."""
@@ -112,17 +146,92 @@ class Task(abc.ABC):
     def evaluate(self, model: torch.nn.Module, split: Split, batch_size: int = 1000) -> float:
         """The task's metric on a whole split, in eval mode and without gradients."""
 
+    # --- how the trial loop trains the task (see the class docstring) ------------------------
+
+    def steps_per_epoch(
+        self, split: Split, batch_size: int, token_budget: int | None = None
+    ) -> int:
+        """Optimizer steps in one epoch: the batches :meth:`batches` yields for ``split``.
+
+        The schedules are built for ``T = epochs * steps_per_epoch``, so the two must agree
+        (the trial fails, naming both counts, if they do not). Default:
+        ``ceil(len(split) / batch_size)``; ``token_budget`` is ``None`` unless the task
+        sets :attr:`uses_token_budget`.
+        """
+        return math.ceil(len(split) / batch_size)
+
+    def batches(
+        self,
+        split: Split,
+        batch_size: int,
+        generator: torch.Generator,
+        *,
+        augment_generator: torch.Generator,
+        token_budget: int | None = None,
+    ) -> Iterator[tuple[Any, torch.Tensor]]:
+        """The ``(inputs, targets)`` of one epoch's optimizer steps, in training order.
+
+        Called once per epoch. ``generator`` draws the order (it carries over from epoch to
+        epoch), ``augment_generator`` any random transform. Default: a random permutation
+        from ``generator`` cut into batches of ``batch_size`` (the last one may be
+        smaller), each batch's inputs passed through :meth:`augment`. The batches are
+        gathered one at a time, so an epoch never copies the split.
+        """
+        order = torch.randperm(len(split), generator=generator)
+        inputs, targets = split.inputs, split.targets
+        for start in range(0, len(split), batch_size):
+            index = order[start : start + batch_size]
+            yield self.augment(inputs[index], augment_generator), targets[index]
+
     def augment(self, inputs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Training-time augmentation of one batch of inputs (default: none).
 
-        The trial loop calls it on every training batch (never on val/test) with a private
-        generator seeded from the trial seed, so augmented runs stay deterministic. Image
-        tasks override it with random crops and flips; it must not modify ``inputs``.
+        The default :meth:`batches` calls it on every training batch (never on val/test)
+        with the trial's augmentation generator, so augmented runs stay deterministic.
+        Image tasks override it with random crops and flips; it must not modify ``inputs``.
         """
         return inputs
 
+    def initial_state(self, model: torch.nn.Module, batch_size: int) -> Any:
+        """State carried from one batch to the next, fresh at the start of every epoch.
+
+        Default ``None``: batches are independent. A recurrent language model returns its
+        zero hidden state here and takes it in :meth:`forward`.
+        """
+        return None
+
+    def detach_state(self, state: Any) -> Any:
+        """``state`` cut from the autograd graph, called before every step's forward.
+
+        Truncated backpropagation through time: gradients stop at the batch edge while the
+        values carry on. Default: every tensor in (nested) tuples, lists and dicts
+        detached; ``None`` stays ``None``.
+        """
+        return _detached(state)
+
+    def forward(self, model: torch.nn.Module, inputs: Any, state: Any) -> tuple[Any, Any]:
+        """The training forward pass: ``(outputs, new_state)``; :meth:`loss` gets ``outputs``.
+
+        Default: ``(model(inputs), state)``, the state passed through untouched.
+        """
+        return model(inputs), state
+
     def __repr__(self) -> str:
         return f"<Task {self.name}>"
+
+
+def _detached(state: Any) -> Any:
+    if state is None:  # a stateless task, every step: answer at once
+        return None
+    if isinstance(state, torch.Tensor):
+        return state.detach()
+    if isinstance(state, tuple) and hasattr(state, "_fields"):  # a named tuple
+        return type(state)(*(_detached(s) for s in state))
+    if isinstance(state, tuple | list):
+        return type(state)(_detached(s) for s in state)
+    if isinstance(state, dict):
+        return {key: _detached(value) for key, value in state.items()}
+    return state
 
 
 class ClassificationTask(Task):

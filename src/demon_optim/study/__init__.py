@@ -3,6 +3,12 @@
 # Public names of the harness, imported on first use (PEP 562) so that importing one part
 # (e.g. the task registry in a worker) does not import all of them.
 _EXPORTS = {
+    "Task": "tasks",
+    "ClassificationTask": "tasks",
+    "Split": "tasks",
+    "TaskData": "tasks",
+    "register_task": "tasks",
+    "get_task": "tasks",
     "Study": "spec",
     "TrialSpec": "spec",
     "load_study": "spec",

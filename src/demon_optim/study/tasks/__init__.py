@@ -2,7 +2,7 @@
 
 A task is a model on a data set with its loss, metric and default budget
 (:class:`~demon_optim.study.tasks.base.Task`). Adding one is one module that calls
-:func:`register` plus one import line at the bottom of this file.
+:func:`register_task` plus one import line at the bottom of this file.
 """
 
 from demon_optim.study.datasets import DataUnavailableError
@@ -13,7 +13,13 @@ from demon_optim.study.tasks.base import (
     TaskData,
     clear_data_cache,
 )
-from demon_optim.study.tasks.registry import get_task, list_tasks, register, task_names
+from demon_optim.study.tasks.registry import (
+    get_task,
+    list_tasks,
+    register,
+    register_task,
+    task_names,
+)
 
 __all__ = [
     "ClassificationTask",
@@ -25,6 +31,7 @@ __all__ = [
     "get_task",
     "list_tasks",
     "register",
+    "register_task",
     "task_names",
 ]
 

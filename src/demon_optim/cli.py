@@ -544,10 +544,7 @@ def _methods() -> int:
 
     for method in list_methods():
         reference = "  (reference, outside the ranking)" if method.reference else ""
-        _print(
-            f"{method.name:22} {method.family:5} lr: {method.lr_schedule:12} "
-            f"momentum: {method.momentum_schedule}{reference}"
-        )
+        _print(f"{method.name:22} {method.family:5} {method.summary}{reference}")
         grid = "  ".join(
             f"{name}=[{', '.join(format_value(v) for v in values)}]"
             for name, values in method.default_grid().items()

@@ -59,7 +59,7 @@ def test_ranks_with_ties_and_counts(store_path: pathlib.Path) -> None:
 def test_ranks_agree_with_the_run_table(store_path: pathlib.Path) -> None:
     """Same selection and same competition ranks as `demon-optim run` prints."""
     data = load_store(store_path)
-    a = [t for t in data.trials if t.epochs == 10 and naming.family(t.method) == "sgdm"]
+    a = [t for t in data.trials if t.epochs == 10 and t.family == "sgdm"]
     (table,) = summarize([t.spec() for t in a], [t.row() for t in a])
     ours = settings(store_path)["mnist1d-mlp_sgdm_10ep"]
     assert sorted((r.method, r.rank) for r in table.rows) == sorted(ranks(ours))

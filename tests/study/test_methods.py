@@ -114,8 +114,24 @@ def _first_config(method: Method) -> dict:
     return config
 
 
+def _shapes(method: Method) -> tuple[str, str]:
+    """(lr schedule, momentum schedule) of a built-in method, from its schedule name."""
+    name = method.schedule
+    if name == "onecycle":
+        return "onecycle", "onecycle (with lr)"
+    if name == "demon":
+        return "constant", "demon"
+    if name.startswith("lr-"):
+        return name[3:], "constant"
+    if name.startswith("mom-"):
+        return "constant", name[4:]
+    assert name == "none" or method.reference, name  # amsgrad, adamw: constant lr and momentum
+    return "constant", "constant"
+
+
 def _expected(method: Method, config: dict, k: int, total: int, epoch: int) -> tuple:
     """(lr, momentum) the documented schedule shapes give at step k of epoch `epoch`."""
+    lr_schedule, momentum_schedule = _shapes(method)
     lr0 = config["lr"]
     top, low = config.get("momentum_range", (config.get("momentum"), None))
     lr = {
@@ -127,7 +143,7 @@ def _expected(method: Method, config: dict, k: int, total: int, epoch: int) -> t
         * 0.1 ** sum(epoch - 1 >= round(f * EPOCHS) for f in config.get("milestones", ())),
         "onecycle": schedules.one_cycle_lr(k, total, lr0),
         "plateau": None,  # depends on the validation curve
-    }[method.lr_schedule]
+    }[lr_schedule]
     momentum = {
         "constant": top,
         "demon": schedules.demon(k, total, top) if top is not None else None,
@@ -136,7 +152,7 @@ def _expected(method: Method, config: dict, k: int, total: int, epoch: int) -> t
         "exponential": schedules.exponential(k, total, top) if top is not None else None,
         "onecycle": schedules.one_cycle_momentum(k, total, top, low) if low else None,
         "onecycle (with lr)": schedules.one_cycle_momentum(k, total, top, low) if low else None,
-    }[method.momentum_schedule]
+    }[momentum_schedule]
     return lr, momentum
 
 

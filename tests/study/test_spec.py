@@ -100,7 +100,7 @@ def test_name_defaults_to_file_stem(tmp_path: pathlib.Path) -> None:
         ({"tasks": "digits-mlp"}, ["tasks: got 'digits-mlp'", "list"]),
         ({"grid": {"adam": {"lr": 0.1}}}, ["grid: got 'adam'", "sgdm"]),
         ({"grid": {"sgdm": {"beta": 0.1}}}, ["grid.sgdm.beta: got 'beta'", "lr, momentum"]),
-        ({"grid": {"sgdm": {"lr": [0.1, -1]}}}, ["grid.sgdm.lr[1]: got -1", "numbers > 0"]),
+        ({"grid": {"sgdm": {"lr": [0.1, -1]}}}, ["grid.sgdm.lr[1]: got -1", "numbers >= 0"]),
         ({"grid": {"sgdm": {"momentum": 1.0}}}, ["grid.sgdm.momentum[0]: got 1.0", "[0, 1)"]),
         ({"grid": {"sgdm": {"lr": []}}}, ["grid.sgdm.lr: got []"]),
         ({"grid": {"sgdm": {"lr": [0.1, 0.1]}}}, ["grid.sgdm.lr", "repeated"]),

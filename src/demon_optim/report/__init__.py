@@ -58,20 +58,16 @@ def _parse_time(text: str) -> datetime.datetime | None:
 
 
 def _header(data: StoreData) -> list[tuple[str, str]]:
-    from demon_optim.study.tasks import get_task
-
     trials = data.trials
-    tasks = sorted({t.task for t in trials})
+    about = {t.task: t.about for t in trials}  # how each task reads, as the store says
+    tasks = sorted(about)
     task_text = "; ".join(
-        f"{name} ({get_task(name).metric}, "
-        f"{'higher' if get_task(name).higher_is_better else 'lower'} is better)"
+        f"{name} ({about[name].metric}, "
+        f"{'higher' if about[name].higher_is_better else 'lower'} is better)"
         for name in tasks
     )
-    methods: list[str] = []
-    for trial in trials:
-        if trial.method not in methods:
-            methods.append(trial.method)
-    methods.sort(key=lambda m: (naming.family_sort_key(naming.family(m)), m))
+    by_method = {t.method: t.about for t in trials}
+    methods = sorted(by_method, key=lambda m: (naming.family_sort_key(by_method[m].family), m))
     statuses = [t.status for t in trials]
     counts = ", ".join(f"{statuses.count(s)} {s}" for s in ("done", "diverged", "failed"))
     starts = [d for d in (_parse_time(t.started_at) for t in trials) if d]
@@ -94,7 +90,7 @@ def _header(data: StoreData) -> list[tuple[str, str]]:
         ("tasks", task_text),
         (
             "methods",
-            ", ".join(m + (" (reference)" if naming.is_reference(m) else "") for m in methods),
+            ", ".join(m + (" (reference)" if by_method[m].reference else "") for m in methods),
         ),
     ]
     for method in methods:

@@ -29,10 +29,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from demon_optim.errors import invalid
-from demon_optim.report import naming
 from demon_optim.report.escape import mathtext
 from demon_optim.report.load import StoreData, Trial
-from demon_optim.report.tables import Setting
+from demon_optim.report.tables import Setting, setting_key
 
 
 @dataclass(frozen=True)
@@ -177,13 +176,10 @@ def heatmaps(
     """One heatmap figure per setting that has a method with >= 2 lrs and >= 2 momenta."""
     by_setting: dict[tuple, list[Trial]] = {}
     for trial in data.trials:
-        key = (trial.task, naming.family(trial.method), trial.epochs, trial.batch_size)
-        by_setting.setdefault(key, []).append(trial)
+        by_setting.setdefault(setting_key(trial), []).append(trial)
     figures = []
     for setting in settings:
-        trials = by_setting.get(
-            (setting.task, setting.family, setting.epochs, setting.batch_size), []
-        )
+        trials = by_setting.get(setting.key, [])
         grids = []
         for method in _panel_order(setting):
             grid = method_grid(trials, method, setting.higher_is_better)

@@ -16,22 +16,22 @@ from typing import Any
 
 from demon_optim.errors import ConfigError
 from demon_optim.study.methods import Value, method_names
-from demon_optim.study.spec import PROTOCOL_VERSION, TrialSpec
+from demon_optim.study.spec import TrialAbout, TrialSpec
 from demon_optim.study.store import ResultStore
 from demon_optim.study.tasks import task_names
 
 
 @dataclass(frozen=True)
 class Trial:
-    """One row of the store's ``trials`` table (JSON columns decoded, pairs as tuples)."""
+    """One row of the store's ``trials`` table: its spec as stored, and its result.
 
-    trial_id: str
-    task: str
-    method: str
-    seed: int
-    epochs: int
-    batch_size: int
-    hyperparameters: dict[str, Value]
+    The spec is rebuilt by :meth:`TrialSpec.from_json` from the row's ``spec`` column, the
+    one path that needs no registry; ``about`` says how to read it (metric, direction,
+    family, reference, schedule), as the store recorded it.
+    """
+
+    trial_spec: TrialSpec
+    about: TrialAbout
     status: str  # done | diverged | failed
     val_metric: float | None
     test_metric: float | None
@@ -41,36 +41,65 @@ class Trial:
     error: str | None
     started_at: str
     finished_at: str
-    protocol: int = PROTOCOL_VERSION
+
+    @property
+    def trial_id(self) -> str:
+        return self.trial_spec.trial_id
+
+    @property
+    def task(self) -> str:
+        return self.trial_spec.task
+
+    @property
+    def method(self) -> str:
+        return self.trial_spec.method
+
+    @property
+    def seed(self) -> int:
+        return self.trial_spec.seed
+
+    @property
+    def epochs(self) -> int:
+        return self.trial_spec.epochs
+
+    @property
+    def batch_size(self) -> int:
+        return self.trial_spec.batch_size
+
+    @property
+    def token_budget(self) -> int | None:
+        return self.trial_spec.token_budget
+
+    @property
+    def hyperparameters(self) -> dict[str, Value]:
+        return self.trial_spec.config
+
+    @property
+    def family(self) -> str:
+        return self.about.family
 
     @property
     def lr(self) -> float | None:
         value = self.hyperparameters.get("lr")
-        return value if isinstance(value, float) else None
+        return (
+            float(value) if isinstance(value, float | int) and not isinstance(value, bool) else None
+        )
 
     @property
     def momentum(self) -> float | None:
         """SGD momentum / Adam beta1 (``beta_init`` for a decay); None for OneCycle ranges."""
         value = self.hyperparameters.get("momentum")
-        return value if isinstance(value, float) else None
+        if isinstance(value, float | int) and not isinstance(value, bool):
+            return float(value)
+        return None
 
     def spec(self) -> TrialSpec:
-        """The trial spec, rebuilt without re-validating (the registry may have grown since)."""
-        return TrialSpec(
-            task=self.task,
-            method=self.method,
-            hyperparameters=tuple(self.hyperparameters.items()),
-            seed=self.seed,
-            epochs=self.epochs,
-            batch_size=self.batch_size,
-            protocol=self.protocol,
-        )
+        return self.trial_spec
 
     def row(self) -> dict[str, Any]:
-        """The store row shape ``demon_optim.study.results.summarize`` reads, keyed to
-        :meth:`spec`'s id (so selection never depends on how floats round-trip)."""
+        """The store row shape ``demon_optim.study.results.summarize`` reads."""
         return {
-            "trial_id": self.spec().trial_id,
+            "trial_id": self.trial_id,
             "status": self.status,
             "val_metric": self.val_metric,
             "test_metric": self.test_metric,
@@ -86,22 +115,11 @@ class StoreData:
     trials: tuple[Trial, ...]
 
 
-def _value(raw: object) -> Value:
-    if isinstance(raw, list):
-        return tuple(float(v) for v in raw)
-    return float(raw)  # type: ignore[arg-type]
-
-
-def _trial(row: Mapping[str, Any]) -> Trial:
-    spec = row.get("spec") or {}
+def _trial(row: Mapping[str, Any], path: pathlib.Path) -> Trial:
+    spec = TrialSpec.from_json(row["spec"])
     return Trial(
-        trial_id=row["trial_id"],
-        task=row["task"],
-        method=row["method"],
-        seed=int(row["seed"]),
-        epochs=int(row["epochs"]),
-        batch_size=int(row["batch_size"]),
-        hyperparameters={k: _value(v) for k, v in row["hyperparameters"].items()},
+        trial_spec=spec,
+        about=spec.about or _about_from_registries(spec, path),
         status=row["status"],
         val_metric=row["val_metric"],
         test_metric=row["test_metric"],
@@ -111,35 +129,39 @@ def _trial(row: Mapping[str, Any]) -> Trial:
         error=row.get("error"),
         started_at=row.get("started_at") or "",
         finished_at=row.get("finished_at") or "",
-        protocol=int(spec.get("protocol", PROTOCOL_VERSION)),
     )
+
+
+def _about_from_registries(spec: TrialSpec, path: pathlib.Path) -> TrialAbout:
+    """For a row written before the store kept ``about``: the built-in registries know it."""
+    for kind, name, known in (
+        ("task", spec.task, task_names()),
+        ("method", spec.method, method_names()),
+    ):
+        if name not in known:
+            raise ConfigError(
+                f"store: '{path}' has trials of {kind} {name!r} written by an older "
+                "demon-optim, which did not record its metric and family; allowed: stores "
+                f"of known tasks and methods ({kind}s known: {', '.join(sorted(known))}), "
+                "or load the plugin that defines it"
+            )
+    return TrialAbout.of(spec.task, spec.method)
 
 
 def load_store(path: str | pathlib.Path, trial_ids: Iterable[str] | None = None) -> StoreData:
     """Read ``path`` (read-only); optionally only the rows whose ids are in ``trial_ids``.
 
-    Raises ConfigError if it is not a results store, is empty, or holds tasks or methods
-    that this version of demon-optim does not know (the report needs their metric direction
-    and family).
+    Raises ConfigError if it is not a results store or is empty. Every row says how it is
+    read (``about``); only a row written before stores kept that needs the registries.
     """
     path = pathlib.Path(path)
     with ResultStore(path, readonly=True) as store:
         rows = store.rows(trial_ids)
         meta = store.meta()
-    trials = tuple(_trial(row) for row in rows)
+    trials = tuple(_trial(row, path) for row in rows)
     if not trials:
         raise ConfigError(
             f"store: '{path}' holds no trials; allowed: a store with results "
             "(run a study first: demon-optim run STUDY --store PATH)"
         )
-    for kind, names, known in (
-        ("task", {t.task for t in trials}, set(task_names())),
-        ("method", {t.method for t in trials}, set(method_names())),
-    ):
-        unknown = sorted(names - known)
-        if unknown:
-            raise ConfigError(
-                f"store: '{path}' has trials of {kind} {unknown[0]!r}, which this version of "
-                f"demon-optim does not know; allowed: {', '.join(sorted(known))}"
-            )
     return StoreData(path=path, meta=meta, trials=trials)

@@ -22,9 +22,9 @@ F+mom-linear ...       mom-linear ...      linear momentum ...
 amsgrad, adamw         amsgrad, adamw      (reference optimizers)
 =====================  ==================  ========================
 
-The mapping is derived from each method's registered components (optimizer, lr schedule,
-momentum schedule), not from its name, so a new registered method maps without a new line
-here. A name from outside the registry (a column of a published table read by
+Each method declares its schedule name when it is registered (``register_method(...,
+schedule=...)``; a user's method: its own name), and a store keeps it with every trial, so
+a report needs no registry. A name from outside the registry (a column of a published table read by
 ``--from-csv``) is matched by one rule, :func:`canonical`: compared case-insensitively with
 runs of white space as one space, a registered method name, a schedule name or one of the
 paper's labels maps to the schedule name (``OneCycle``, ``onecycle`` and ``sgdm+onecycle``
@@ -79,10 +79,6 @@ def key(name: str) -> str:
     return " ".join(name.split()).casefold()
 
 
-def is_registered(method: str) -> bool:
-    return method in method_names()
-
-
 def _registered(name: str) -> str | None:
     """The registered method ``name`` denotes, compared by :func:`key`; None if none."""
     by_key = {key(m): m for m in method_names()}
@@ -90,25 +86,13 @@ def _registered(name: str) -> str | None:
 
 
 def schedule_name(method: str) -> str:
-    """The schedule a method applies, the same for both families (table above).
+    """The schedule a registered method applies, the same for both families (table above);
+    any other name unchanged. (A store's trials carry theirs: ``TrialAbout.schedule``.)
 
     >>> schedule_name("demon-adam"), schedule_name("sgdm+lr-cosine"), schedule_name("adam")
     ('demon', 'lr-cosine', 'none')
     """
-    if not is_registered(method):
-        return method
-    entry = get_method(method)
-    if entry.reference:
-        return entry.name
-    if entry.momentum_schedule == "demon":
-        return "demon"
-    if entry.lr_schedule == "onecycle":
-        return "onecycle"
-    if entry.lr_schedule != "constant":
-        return f"lr-{entry.lr_schedule}"
-    if entry.momentum_schedule != "constant":
-        return f"mom-{entry.momentum_schedule}"
-    return "none"
+    return get_method(method).schedule if method in method_names() else method
 
 
 def canonical(name: str) -> str:
@@ -135,13 +119,9 @@ def label(schedule: str) -> str:
     return LABELS.get(schedule, schedule)
 
 
-def family(method: str) -> str:
-    """``sgdm`` or ``adam`` for a registered method (the family the paper ranks within)."""
-    return get_method(method).family
-
-
 def is_reference(method: str) -> bool:
-    """True for a reference optimizer, which stays outside the ranking unless asked."""
+    """True for a reference optimizer, which stays outside the ranking unless asked (for a
+    name from outside a store; a store's trials carry theirs: ``TrialAbout.reference``)."""
     registered = _registered(method)
     if registered is not None:
         return get_method(registered).reference or _base(registered) in REFERENCE_OPTIMIZERS

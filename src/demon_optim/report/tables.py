@@ -24,7 +24,6 @@ from demon_optim.report import escape, naming
 from demon_optim.report.load import StoreData, Trial
 from demon_optim.study.methods import Value
 from demon_optim.study.results import DIGITS, summarize
-from demon_optim.study.tasks import get_task
 
 
 @dataclass(frozen=True)
@@ -66,6 +65,12 @@ class Setting:
     family: str | None = None
     epochs: int | None = None
     batch_size: int | None = None
+    token_budget: int | None = None
+
+    @property
+    def key(self) -> tuple[str | None, str | None, int | None, int | None, int | None]:
+        """What the setting's trials share (:func:`setting_key`)."""
+        return (self.task, self.family, self.epochs, self.batch_size, self.token_budget)
 
     @property
     def direction(self) -> str:
@@ -115,42 +120,61 @@ def rank_rows(rows: Iterable[Row], higher_is_better: bool) -> tuple[Row, ...]:
     return tuple(sorted(rows, key=order))
 
 
-def store_settings(data: StoreData, rank_all: bool = False) -> list[Setting]:
-    """One ranked table per (task, family, epochs, batch size) found in the store."""
-    groups: dict[tuple[str, str, int, int], list[Trial]] = {}
-    for trial in data.trials:
-        key = (trial.task, naming.family(trial.method), trial.epochs, trial.batch_size)
-        groups.setdefault(key, []).append(trial)
-    batch_sizes: dict[tuple[str, str, int], set[int]] = {}
-    for task, fam, epochs, batch in groups:
-        batch_sizes.setdefault((task, fam, epochs), set()).add(batch)
+SettingKey = tuple[str, str, int, int, int | None]
 
-    keys = sorted(groups, key=lambda k: (k[0], naming.family_sort_key(k[1]), k[2], k[3]))
+
+def setting_key(trial: Trial) -> SettingKey:
+    """The setting a trial belongs to: task, family, epochs, batch size, token budget."""
+    return (trial.task, trial.family, trial.epochs, trial.batch_size, trial.token_budget)
+
+
+def store_settings(data: StoreData, rank_all: bool = False) -> list[Setting]:
+    """One ranked table per (task, family, epochs, batch size, token budget) in the store."""
+    groups: dict[SettingKey, list[Trial]] = {}
+    for trial in data.trials:
+        groups.setdefault(setting_key(trial), []).append(trial)
+    # what tells apart the settings of one (task, family, epochs): batch size, token budget
+    variants: dict[tuple[str, str, int], set[tuple[int, int | None]]] = {}
+    for task, fam, epochs, batch, tokens in groups:
+        variants.setdefault((task, fam, epochs), set()).add((batch, tokens))
+
+    def order(k: SettingKey) -> tuple:
+        return (k[0], naming.family_sort_key(k[1]), k[2], k[3], k[4] or 0)
+
+    keys = sorted(groups, key=order)
     names, slugs_in = [], []
-    for task, fam, epochs, batch in keys:
-        several = len(batch_sizes[(task, fam, epochs)]) > 1
+    for task, fam, epochs, batch, tokens in keys:
+        shared = variants[(task, fam, epochs)]
+        several_batches = len({b for b, _ in shared}) > 1
+        several_budgets = len({t for _, t in shared}) > 1
         names.append(
             f"{task} · {naming.FAMILY_LABELS.get(fam, fam)} · {epochs} epochs"
-            + (f" · batch {batch}" if several else "")
+            + (f" · batch {batch}" if several_batches else "")
+            + (f" · {tokens or 'all'} tokens/epoch" if several_budgets else "")
         )
-        slugs_in.append(f"{task}_{fam}_{epochs}ep" + (f"_b{batch}" if several else ""))
+        slugs_in.append(
+            f"{task}_{fam}_{epochs}ep"
+            + (f"_b{batch}" if several_batches else "")
+            + (f"_t{tokens or 'all'}" if several_budgets else "")
+        )
 
     settings = []
     for key, name, slug in zip(keys, names, naming.file_stems(slugs_in), strict=True):
-        task_name, fam, epochs, batch = key
+        task_name, fam, epochs, batch, tokens = key
         trials = groups[key]
-        task = get_task(task_name)
+        about = trials[0].about
         (table,) = summarize([t.spec() for t in trials], [t.row() for t in trials])
         counts: dict[str, int] = {}
         for trial in trials:
             counts[trial.method] = counts.get(trial.method, 0) + 1
+        by_method = {t.method: t.about for t in trials}
         rows = []
         for result in table.rows:
-            reference = naming.is_reference(result.method)
+            reference = by_method[result.method].reference
             rows.append(
                 Row(
                     method=result.method,
-                    schedule=naming.schedule_name(result.method),
+                    schedule=by_method[result.method].schedule,
                     reference=reference,
                     ranked=rank_all or not reference,
                     selected=result.shown,
@@ -171,13 +195,14 @@ def store_settings(data: StoreData, rank_all: bool = False) -> list[Setting]:
             Setting(
                 name=name,
                 slug=slug,
-                metric=task.metric,
-                higher_is_better=task.higher_is_better,
-                rows=rank_rows(rows, task.higher_is_better),
+                metric=about.metric,
+                higher_is_better=about.higher_is_better,
+                rows=rank_rows(rows, about.higher_is_better),
                 task=task_name,
                 family=fam,
                 epochs=epochs,
                 batch_size=batch,
+                token_budget=tokens,
             )
         )
     return settings

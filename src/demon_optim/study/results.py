@@ -20,9 +20,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from demon_optim.study.methods import Value, format_value, get_method
-from demon_optim.study.spec import TrialSpec
-from demon_optim.study.tasks import get_task
+from demon_optim.study.methods import Value, format_value, get_method, method_names
+from demon_optim.study.spec import TrialAbout, TrialSpec
 
 DIGITS = 4  # printed precision of metrics; ranks compare at this precision
 
@@ -59,6 +58,7 @@ class TaskTable:
     metric: str
     higher_is_better: bool
     rows: tuple[MethodResult, ...]
+    token_budget: int | None = None
 
 
 def _config_key(spec: TrialSpec) -> str:
@@ -68,18 +68,19 @@ def _config_key(spec: TrialSpec) -> str:
 def summarize(specs: Sequence[TrialSpec], rows: Iterable[Mapping[str, Any]]) -> list[TaskTable]:
     """Tables for the study ``specs`` from store ``rows`` (``ResultStore.rows()``)."""
     by_id = {row["trial_id"]: row for row in rows}
-    # (task, epochs, batch) -> method -> config key -> [(spec, row or None)]
-    groups: dict[tuple[str, int, int], dict[str, dict[str, list]]] = {}
+    # (task, epochs, batch, token budget) -> method -> config key -> [(spec, row or None)]
+    groups: dict[tuple[str, int, int, int | None], dict[str, dict[str, list]]] = {}
     for spec in specs:
-        setting = groups.setdefault((spec.task, spec.epochs, spec.batch_size), {})
+        key = (spec.task, spec.epochs, spec.batch_size, spec.token_budget)
+        setting = groups.setdefault(key, {})
         setting.setdefault(spec.method, {}).setdefault(_config_key(spec), []).append(
             (spec, by_id.get(spec.trial_id))
         )
     tables = []
-    for (task_name, epochs, batch_size), methods in groups.items():
-        task = get_task(task_name)
+    for (task_name, epochs, batch_size, token_budget), methods in groups.items():
+        about = _about(specs, task_name)
         results = [
-            _method_result(name, configs, task.higher_is_better)
+            _method_result(name, configs, about.higher_is_better)
             for name, configs in methods.items()
         ]
         tables.append(
@@ -87,12 +88,22 @@ def summarize(specs: Sequence[TrialSpec], rows: Iterable[Mapping[str, Any]]) -> 
                 task=task_name,
                 epochs=epochs,
                 batch_size=batch_size,
-                metric=task.metric,
-                higher_is_better=task.higher_is_better,
-                rows=tuple(_ranked(results, task.higher_is_better)),
+                token_budget=token_budget,
+                metric=about.metric,
+                higher_is_better=about.higher_is_better,
+                rows=tuple(_ranked(results, about.higher_is_better)),
             )
         )
     return tables
+
+
+def _about(specs: Sequence[TrialSpec], task: str) -> TrialAbout:
+    """How a task's metric reads: from its specs (expanded specs carry it), else the registry."""
+    for spec in specs:
+        if spec.task == task and spec.about is not None:
+            return spec.about
+    spec = next(s for s in specs if s.task == task)
+    return TrialAbout.of(task, spec.method)
 
 
 def _method_result(name: str, configs: Mapping[str, list], higher_is_better: bool) -> MethodResult:
@@ -133,8 +144,9 @@ def _method_result(name: str, configs: Mapping[str, list], higher_is_better: boo
 
 
 def _shown(name: str, selected: Mapping[str, Value], configs: Mapping[str, list]) -> str:
-    """Selected values, leaving out hyperparameters that were neither tuned nor changed."""
-    defaults = get_method(name).default_grid()
+    """Selected values, leaving out hyperparameters that were neither tuned nor changed
+    (a method no longer registered, e.g. a plugin's in a report: every value is shown)."""
+    defaults = get_method(name).default_grid() if name in method_names() else {}
     grid_values: dict[str, set] = {}
     for trials in configs.values():
         for key, value in trials[0][0].hyperparameters:
@@ -189,8 +201,9 @@ def to_markdown(tables: Sequence[TaskTable]) -> str:
         if len(header) > len(align):
             align.append("---:")
         lines = [
-            f"### {table.task}: {table.epochs} epochs, batch {table.batch_size} "
-            f"({table.metric}, {direction})",
+            f"### {table.task}: {table.epochs} epochs, batch {table.batch_size}"
+            + (f", {table.token_budget} tokens/epoch" if table.token_budget else "")
+            + f" ({table.metric}, {direction})",
             "",
             "| " + " | ".join(header) + " |",
             "|" + "|".join(align) + "|",

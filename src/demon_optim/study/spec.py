@@ -11,6 +11,8 @@ format (see ``docs/study.md``)::
     batch_size = 100                  # optional; default: the task's
     token_budget = 200000             # optional: tokens per epoch for language-model tasks
     data_dir = "data"                 # optional; relative to the study file
+    plugins = ["my_tasks.py"]         # optional: files (relative to the study file) or
+                                      # module names, imported first: their tasks and methods
 
     [grid.sgdm]                       # optional: replaces the method's default grid per name
     lr = [0.03, 0.1]
@@ -19,11 +21,14 @@ format (see ``docs/study.md``)::
 :func:`expand` turns a :class:`Study` into :class:`TrialSpec` records. A trial spec is frozen
 and JSON-serialisable; its id is the sha256 of its canonical JSON (task, method,
 hyperparameters, seed, epochs, batch size and :data:`PROTOCOL_VERSION`), so the same trial in
-two studies is the same row of a store.
+two studies is the same row of a store. Outside the id, a spec carries where its data lives,
+the plugins that define its task or method, and what a report needs to read its result
+(:class:`TrialAbout`), so neither a worker nor a report has to know the study.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -37,6 +42,8 @@ from typing import Any
 
 from demon_optim.errors import ConfigError, invalid
 from demon_optim.study.methods import Value, get_method, method_names
+from demon_optim.study.methods.hyperparameters import jsonable
+from demon_optim.study.plugins import Plugin, load_plugins
 from demon_optim.study.presets import preset_names, preset_text
 from demon_optim.study.tasks import get_task, task_names
 
@@ -59,6 +66,7 @@ KEYS = (
     "batch_size",
     "token_budget",
     "data_dir",
+    "plugins",
     "grid",
 )
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # matched whole (re.fullmatch)
@@ -78,11 +86,44 @@ MAX_SEED = 2**32 - 1  # every seeding function accepts it, and a store's INTEGER
 
 
 @dataclass(frozen=True)
-class TrialSpec:
-    """One trial: everything that determines its result, plus where its data lives.
+class TrialAbout:
+    """What a report needs to read a trial's result, fixed when the study is expanded.
 
-    ``hyperparameters`` is a tuple of (name, value) pairs in the method's declaration order;
-    ``data_dir`` is not part of the id (the same data elsewhere is the same trial).
+    ``metric`` and ``higher_is_better`` are the task's; ``family`` (the table and ranking the
+    method joins), ``reference`` (beside the ranking) and ``schedule`` (the name the Top-k
+    table compares across families) the method's. Kept in the store with each trial, so a
+    report needs neither registry (nor the plugins that defined them).
+    """
+
+    metric: str
+    higher_is_better: bool
+    family: str
+    reference: bool
+    schedule: str
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def of(cls, task: str, method: str) -> TrialAbout:
+        """Read from the registries (the task and method must be registered)."""
+        task_entry, method_entry = get_task(task), get_method(method)
+        return cls(
+            metric=task_entry.metric,
+            higher_is_better=task_entry.higher_is_better,
+            family=method_entry.family,
+            reference=method_entry.reference,
+            schedule=method_entry.schedule,
+        )
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    """One trial: everything that determines its result, plus how to run and read it.
+
+    ``hyperparameters`` is a tuple of (name, value) pairs in the method's declaration order.
+    Not part of the id: ``data_dir`` (the same data elsewhere is the same trial), ``plugins``
+    (imported by a worker before it runs the trial) and ``about``.
     """
 
     task: str
@@ -94,6 +135,8 @@ class TrialSpec:
     protocol: int = PROTOCOL_VERSION
     data_dir: str | None = field(default=None, compare=False)
     token_budget: int | None = None  # tokens per epoch, language-model tasks only
+    plugins: tuple[Plugin, ...] = field(default=(), compare=False)
+    about: TrialAbout | None = field(default=None, compare=False)
 
     @property
     def config(self) -> dict[str, Value]:
@@ -106,7 +149,7 @@ class TrialSpec:
             "protocol": self.protocol,
             "task": self.task,
             "method": self.method,
-            "hyperparameters": {k: _jsonable(v) for k, v in self.hyperparameters},
+            "hyperparameters": {k: jsonable(v) for k, v in self.hyperparameters},
             "seed": self.seed,
             "epochs": self.epochs,
             "batch_size": self.batch_size,
@@ -121,35 +164,47 @@ class TrialSpec:
         return hashlib.sha256(canonical.encode()).hexdigest()
 
     def to_json(self) -> dict[str, Any]:
-        return {**self.identity(), "data_dir": self.data_dir}
+        """The identity plus what travels outside it (a plugin's code stays out)."""
+        return {
+            **self.identity(),
+            "data_dir": self.data_dir,
+            **({"plugins": [p.to_json() for p in self.plugins]} if self.plugins else {}),
+            **({"about": self.about.to_json()} if self.about is not None else {}),
+        }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> TrialSpec:
-        method = get_method(data["method"])
-        config = method.check_config(data["hyperparameters"])
+        """The spec :meth:`to_json` wrote, rebuilt as stored: no registry is consulted (a
+        report reads stores whose plugins are gone), so its id is the stored one."""
+        about = data.get("about")
         return cls(
             task=data["task"],
             method=data["method"],
-            hyperparameters=tuple(config.items()),
+            hyperparameters=tuple(
+                (name, _value(value)) for name, value in data["hyperparameters"].items()
+            ),
             seed=int(data["seed"]),
             epochs=int(data["epochs"]),
             batch_size=int(data["batch_size"]),
             protocol=int(data["protocol"]),
             data_dir=data.get("data_dir"),
             token_budget=data.get("token_budget"),
+            plugins=tuple(Plugin.from_json(p) for p in data.get("plugins", ())),
+            about=None if about is None else TrialAbout(**about),
         )
 
     def label(self) -> str:
         """Short human-readable description, e.g. for error summaries."""
-        config = ", ".join(f"{k}={_jsonable(v)}" for k, v in self.hyperparameters)
+        config = ", ".join(f"{k}={jsonable(v)}" for k, v in self.hyperparameters)
         budget = f", {self.token_budget} tokens/epoch" if self.token_budget else ""
         return (
             f"{self.task} {self.method} [{config}] seed {self.seed}, {self.epochs} epochs{budget}"
         )
 
 
-def _jsonable(value: Value) -> float | list[float]:
-    return list(value) if isinstance(value, tuple) else value
+def _value(raw: object) -> Value:
+    """A stored JSON value as a Value: lists as tuples, the rest as JSON gave it."""
+    return tuple(raw) if isinstance(raw, list) else raw  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -166,6 +221,7 @@ class Study:
     data_dir: str | None = None
     grids: Mapping[str, Mapping[str, tuple[Value, ...]]] = field(default_factory=dict)
     description: str = ""
+    plugins: tuple[Plugin, ...] = ()
 
 
 # --- parsing ------------------------------------------------------------------------------
@@ -262,6 +318,8 @@ def parse_study(
     if not isinstance(description, str):
         raise invalid("description", description, "a string")
 
+    # first: the plugins' tasks and methods are named in tasks, methods and grid
+    plugins = load_plugins(data.get("plugins", []), base_dir)
     tasks = _str_list(data, "tasks", task_names())
     methods = _str_list(data, "methods", method_names())
     if "seeds" not in data:
@@ -322,6 +380,7 @@ def parse_study(
         data_dir=data_dir,
         grids=grids,
         description=description,
+        plugins=plugins,
     )
 
 
@@ -352,6 +411,7 @@ def expand(study: Study) -> list[TrialSpec]:
         for epochs in study.epochs or (task.epochs,):
             for method_name in study.methods:
                 method = get_method(method_name)
+                about = TrialAbout.of(task_name, method_name)
                 for config in method.grid(study.grids.get(method_name)):
                     for seed in study.seeds:
                         spec = TrialSpec(
@@ -363,6 +423,8 @@ def expand(study: Study) -> list[TrialSpec]:
                             batch_size=batch_size,
                             data_dir=study.data_dir,
                             token_budget=token_budget,
+                            plugins=study.plugins,
+                            about=about,
                         )
                         specs.setdefault(spec.trial_id, spec)
     return list(specs.values())

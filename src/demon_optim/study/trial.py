@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from demon_optim.study.methods import Budget, get_method
+from demon_optim.study.methods import Budget, applied_reader, get_method
 from demon_optim.study.spec import TrialSpec
 from demon_optim.study.tasks import Task, TaskData, get_task
 
@@ -130,6 +130,7 @@ def _train(
     augment = torch.Generator().manual_seed(spec.seed + 1_000_003)
     training = method.build(model.parameters(), config, budget)
     optimizer, after_step = training.optimizer, training.after_step
+    applied = applied_reader(optimizer)
     # the task's hooks, looked up once (the loop is kept lean)
     loss_fn, forward, detach = task.loss, task.forward, task.detach_state
     grad_clip, parameters = task.grad_clip, list(model.parameters())
@@ -164,7 +165,7 @@ def _train(
                 clip(parameters, grad_clip)
             optimizer.step()
             if i == last:
-                lr, momentum = training.applied()  # before the schedulers move them on
+                lr, momentum = applied()  # before the schedulers move them on
             for hook in after_step:
                 hook()
         if i != last:

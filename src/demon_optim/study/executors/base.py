@@ -30,6 +30,7 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
+from demon_optim.study.plugins import import_plugins
 from demon_optim.study.spec import TrialSpec
 from demon_optim.study.tasks import get_task
 from demon_optim.study.trial import TrialResult, run_trial, versions
@@ -57,11 +58,12 @@ def setup_worker() -> None:
 def execute(spec: TrialSpec) -> TrialResult:
     """Run one trial in this process: load (or reuse) the task's data, then train.
 
-    Never raises for a trial's own problems: a missing data set or a crash is a result with
-    status ``failed``.
+    Imports the spec's plugins first. Never raises for a trial's own problems: a plugin that
+    fails, a missing data set or a crash is a result with status ``failed``.
     """
     started_at = time.time()
     try:
+        import_plugins(spec.plugins)  # a spawned or remote worker has not imported them yet
         task = get_task(spec.task)
         data_dir = None if spec.data_dir is None else pathlib.Path(spec.data_dir)
         data = task.load_data(data_dir)

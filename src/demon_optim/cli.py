@@ -18,14 +18,13 @@ exception is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import dataclasses
 import os
 import pathlib
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
-from demon_optim.errors import ConfigError, EnvironmentFailure
+from demon_optim.errors import ConfigError, EnvironmentFailure, describe_os_error
+from demon_optim.errors import one_line as _one_line
 
 EXIT_FAILED_TRIALS = 1
 EXIT_USAGE = 2
@@ -193,27 +192,6 @@ def _command(args: argparse.Namespace) -> int:
     return _methods()
 
 
-def describe_os_error(error: OSError) -> str:
-    """One line naming the path (when the error knows it) and the cause.
-
-    EnvironmentFailure already is such a line; a plain OSError gives
-    ``'path': cause`` (``'path' -> 'other': cause`` for a rename).
-    """
-    if isinstance(error, EnvironmentFailure) and error.filename is None:
-        return _one_line(str(error))
-    cause = error.strerror or str(error) or type(error).__name__
-    if error.filename is None:
-        return _one_line(cause)
-    where = f"'{os.fsdecode(error.filename)}'"
-    if error.filename2 is not None:
-        where += f" -> '{os.fsdecode(error.filename2)}'"
-    return _one_line(f"{where}: {cause}")
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split()) if "\n" in text or "\r" in text else text
-
-
 def _print(text: str = "") -> None:
     """``print`` to stdout; a failing stdout (e.g. a full disk under ``>``) says so."""
     try:
@@ -254,130 +232,50 @@ def _discard_stdout() -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from demon_optim.study.executors import run_study
-    from demon_optim.study.results import summarize, to_markdown
-    from demon_optim.study.spec import absolute_path, expand, load_study
-    from demon_optim.study.store import ResultStore
+    from demon_optim.study.results import to_markdown
+    from demon_optim.study.runner import run
 
-    study = load_study(args.study)
-    if args.data_dir is not None:
-        study = dataclasses.replace(study, data_dir=absolute_path(args.data_dir))
-    _check_data(study)  # a missing data set stops the study here, before any training
-    specs = expand(study)
-    store_path = args.store or pathlib.Path("runs") / f"{study.name}.sqlite"
-    executor = _executor(args)
-    with ResultStore(store_path) as store:
-        pending = {spec.trial_id for spec in store.pending(specs)}
-        elsewhere = len(pending & store.held_elsewhere())
-        shared = (
-            f" ({elsewhere} of them claimed by another driver of this store: this run takes "
-            "the rest, then waits for those or takes them over if their lease expires)"
-            if elsewhere
-            else ""
-        )
-        print(
-            f"study {study.name}: {len(specs)} trials, {len(specs) - len(pending)} already in "
-            f"{store_path}; running {len(pending)} on {executor.workers} worker(s){shared}",
-            file=sys.stderr,
-        )
-        report = run_study(specs, store, executor, progress=not args.no_progress)
-        rows = store.rows(spec.trial_id for spec in specs)
+    def echo(text: str) -> None:
+        print(text, file=sys.stderr)
 
-    statuses = [row["status"] for row in rows]
-    counts = ", ".join(f"{statuses.count(s)} {s}" for s in ("done", "diverged", "failed"))
-    if report.interrupted:
-        print(
-            f"\nInterrupted: {report.written} results of this run are saved; {len(rows)} of "
-            f"{len(specs)} trials are in {store_path} ({counts}). Run the same command again "
-            "to resume.",
-            file=sys.stderr,
+    result = run(
+        args.study,
+        store=args.store,
+        workers=args.workers,
+        executor=args.executor,
+        data_dir=args.data_dir,
+        progress=not args.no_progress,
+        address=args.address,
+        echo=echo,
+    )
+    specs, progress = result.specs, result.progress
+    assert progress is not None
+    counts = ", ".join(f"{n} {s}" for s, n in result.counts().items())
+    if result.interrupted:
+        echo(
+            f"\nInterrupted: {progress.written} results of this run are saved; "
+            f"{len(result.rows)} of {len(specs)} trials are in {result.store} ({counts}). Run "
+            "the same command again to resume."
         )
         return EXIT_INTERRUPTED
-
-    # The results are safe in the store from here on: the table file and the report are
-    # extras whose failures are one line each and the exit code, never a traceback.
-    tables = to_markdown(summarize(specs, rows))
-    markdown_path = store_path.parent / f"{study.name}.md"
-    code, table_note = _write_table(
-        markdown_path,
-        store_path,
-        study.name,
-        f"# Study {study.name}\n\n"
-        f"{len(specs)} trials ({counts}); store `{store_path}`. Selection: per method, the "
-        "configuration with the best mean validation metric over seeds; reported: its test "
-        "metric, mean ± sample std over seeds (the mean alone with one seed).\n\n" + tables,
-    )
+    table_note, report_note = result.notes
     stdout_failure = None
     try:
-        _print(tables)
-    except EnvironmentFailure as error:  # e.g. `> file` on a full disk: the report still runs
+        _print(to_markdown(result.tables))
+    except EnvironmentFailure as error:  # e.g. `> file` on a full disk: the rest still runs
         stdout_failure = error
-    print(
-        f"{len(specs)} trials ({counts}); this run: {report.written} in "
-        f"{report.wall_time_s:.1f} s"
-        + (f" ({report.elsewhere} by another driver)" if report.elsewhere else "")
-        + f". {table_note}",
-        file=sys.stderr,
+    echo(
+        f"{len(specs)} trials ({counts}); this run: {progress.written} in "
+        f"{progress.wall_time_s:.1f} s"
+        + (f" ({progress.elsewhere} by another driver)" if progress.elsewhere else "")
+        + f". {table_note}"
     )
-    code = max(code, _study_report(store_path, study.name, [spec.trial_id for spec in specs]))
-    failed = [row for row in rows if row["status"] == "failed"]
-    if failed:
-        _print_failures(failed)
-        code = max(code, EXIT_FAILED_TRIALS)
+    echo(report_note)
+    if result.failed:
+        _print_failures(result.failed)
     if stdout_failure is not None:
         raise stdout_failure
-    return code
-
-
-def _write_table(
-    path: pathlib.Path, store_path: pathlib.Path, name: str, text: str
-) -> tuple[int, str]:
-    """Write the run's Markdown table beside the store: (exit code, what happened).
-
-    It replaces only a previous table of this study (first line ``# Study <name>``), never
-    the store (``--store runs/x.md`` would otherwise be overwritten by the table of study x).
-    """
-    from demon_optim.study.outputs import check_target, first_line, write_text
-
-    try:
-        target = check_target(
-            path,
-            kind=f"a table of study {name} (its first line is not '# Study {name}')",
-            recognise=lambda real: first_line(real) == f"# Study {name}",
-            protected=[store_path],
-            field=None,
-            how="move it away, or give the store another folder with --store",
-            how_protected="the table is <study>.md beside the store; give the store another "
-            "name with --store",
-        )
-        write_text(target, text, shown=path)
-    except ConfigError as error:
-        return 0, f"No table file: {_one_line(str(error))}"
-    except OSError as error:
-        return EXIT_ENVIRONMENT, (
-            f"No table file: {describe_os_error(error)} (the results are safe in {store_path})"
-        )
-    return 0, f"Table written to {path}"
-
-
-def _executor(args: argparse.Namespace):
-    if args.executor == "ray":
-        from demon_optim.study.executors.ray import RayExecutor
-
-        return RayExecutor(address=args.address, workers=args.workers)
-    if args.address is not None:
-        raise ConfigError("--address: only with --executor ray")
-    from demon_optim.study.executors import LocalExecutor
-
-    return LocalExecutor(args.workers)
-
-
-def _check_data(study) -> None:
-    from demon_optim.study.datasets import check_task_data
-    from demon_optim.study.tasks import get_task
-
-    for name in study.tasks:
-        check_task_data(get_task(name), study.data_dir)
+    return result.exit_code
 
 
 def _tasks_by_data_set() -> dict[str, list[str]]:
@@ -400,58 +298,6 @@ def _data(args: argparse.Namespace) -> int:
     rows = catalog_rows(args.data_dir, verify=not args.no_verify, tasks=_tasks_by_data_set())
     _print(format_table(rows))
     return 0
-
-
-def _study_report(store_path: pathlib.Path, name: str, trial_ids: list[str]) -> int:
-    """Build the study's report beside its store and say where it is; returns an exit code.
-
-    The results are already in the store, so nothing here raises: a missing matplotlib or a
-    refusal (ConfigError) is one line and 0; an operating-system error (a full disk, a
-    read-only folder) is one line and EXIT_ENVIRONMENT.
-    """
-    out = store_path.parent / f"{name}-report"
-    try:
-        from demon_optim.report import build_report
-
-        with _writing_report(out):
-            index = build_report(store_path, out, trial_ids=trial_ids)
-    except ImportError as error:  # matplotlib is in the [study] extra
-        print(f"No report: {error} (pip install 'demon-optim[study]')", file=sys.stderr)
-        return 0
-    except ConfigError as error:  # e.g. the folder holds a user's files: never replaced
-        print(
-            f"No report: {_one_line(str(error))}. To write it: demon-optim report --store "
-            f"{store_path} --out DIR [--force]",
-            file=sys.stderr,
-        )
-        return 0
-    except OSError as error:
-        print(
-            f"No report: {describe_os_error(error)} (the results are safe in {store_path}; "
-            f"write it later with: demon-optim report --store {store_path} --out DIR)",
-            file=sys.stderr,
-        )
-        return EXIT_ENVIRONMENT
-    print(
-        f"Report: {index}  (open it in a browser; tables also in {out / 'report.md'})",
-        file=sys.stderr,
-    )
-    return 0
-
-
-@contextlib.contextmanager
-def _writing_report(out: pathlib.Path) -> Iterator[None]:
-    """Name the report's folder in an operating-system error that names no file."""
-    try:
-        yield
-    except EnvironmentFailure:
-        raise
-    except OSError as error:
-        if error.filename is not None:
-            raise
-        from demon_optim.study.outputs import environment_failure
-
-        raise environment_failure(error, f"write the report into '{out}'") from None
 
 
 def _print_failures(failed: list[dict]) -> None:
@@ -494,11 +340,12 @@ def _export(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     from demon_optim.report import build_report, build_report_from_csv
+    from demon_optim.study.runner import writing_report
 
     if args.from_csv is not None:
         if args.tolerance is not None:
             raise ConfigError("--tolerance: only with --store (a CSV has no heatmaps)")
-        with _writing_report(args.out):
+        with writing_report(args.out):
             index = build_report_from_csv(
                 args.from_csv,
                 args.out,
@@ -511,7 +358,7 @@ def _report(args: argparse.Namespace) -> int:
             raise ConfigError(
                 "--higher-is-better: only with --from-csv (a store knows each task's direction)"
             )
-        with _writing_report(args.out):
+        with writing_report(args.out):
             index = build_report(
                 args.store,
                 args.out,

@@ -9,6 +9,7 @@ prints it as one line and exits with code 3.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 
 
@@ -28,3 +29,25 @@ class EnvironmentFailure(OSError):
 
     It subclasses ``OSError`` so callers that already handle operating-system errors catch it.
     """
+
+
+def one_line(text: str) -> str:
+    """``text`` with its line breaks (and runs of white space around them) as single spaces."""
+    return " ".join(text.split()) if "\n" in text or "\r" in text else text
+
+
+def describe_os_error(error: OSError) -> str:
+    """One line naming the path (when the error knows it) and the cause.
+
+    EnvironmentFailure already is such a line; a plain OSError gives
+    ``'path': cause`` (``'path' -> 'other': cause`` for a rename).
+    """
+    if isinstance(error, EnvironmentFailure) and error.filename is None:
+        return one_line(str(error))
+    cause = error.strerror or str(error) or type(error).__name__
+    if error.filename is None:
+        return one_line(cause)
+    where = f"'{os.fsdecode(error.filename)}'"
+    if error.filename2 is not None:
+        where += f" -> '{os.fsdecode(error.filename2)}'"
+    return one_line(f"{where}: {cause}")

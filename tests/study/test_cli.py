@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from demon_optim.cli import main
-from demon_optim.study import methods
+from demon_optim.study.methods import builtin
 from demon_optim.study.methods import method_names
 from demon_optim.study.store import ResultStore
 from demon_optim.study.tasks import task_names
@@ -94,7 +94,7 @@ def test_failed_trials_give_exit_1_and_a_summary_then_rerun(
     def broken(*args: object) -> None:
         raise RuntimeError("optimizer on fire")
 
-    monkeypatch.setitem(methods.OPTIMIZERS, "adam", broken)
+    monkeypatch.setitem(builtin.OPTIMIZERS, "adam", broken)
     store = tmp_path / "tiny.sqlite"
     code, out, err = run(capsys, "run", str(study), "--store", str(store), "--workers", "1")
     assert code == 1
@@ -259,15 +259,14 @@ def test_selection_uses_validation_and_ranks_on_test(monkeypatch: pytest.MonkeyP
     assert "| diverged | failed | missing |" in markdown
 
 
-def test_three_seeds_give_an_interval_and_lower_can_be_better(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    from types import SimpleNamespace
+def test_three_seeds_give_an_interval_and_lower_can_be_better() -> None:
+    import dataclasses
 
     from demon_optim.study import results
+    from demon_optim.study.spec import TrialAbout
 
-    lower = SimpleNamespace(metric="perplexity", higher_is_better=False)
-    monkeypatch.setattr(results, "get_task", lambda name: lower)
+    # the table reads the metric and its direction from the specs (as a plugin's task has it)
+    lower = TrialAbout("perplexity", False, "sgdm", False, "none")
     specs, rows = table_rows(
         [
             ("sgdm", lr, seed, "done", lr * 100 + seed, 10.0 + seed)
@@ -276,6 +275,7 @@ def test_three_seeds_give_an_interval_and_lower_can_be_better(
         ]
         + [("adam", 0.1, seed, "done", 1.0, 20.0 + seed) for seed in range(3)]
     )
+    specs = [dataclasses.replace(spec, about=lower) for spec in specs]
     (table,) = results.summarize(specs, rows)
     first, second = table.rows
     assert (first.method, first.rank, second.method, second.rank) == ("sgdm", 1, "adam", 2)

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch.optim import Optimizer
 
-from . import schedules
+from . import _checks, schedules
 from .errors import ConfigError, invalid
 from .optim._base import user_stacklevel
 
@@ -99,10 +99,10 @@ class MomentumScheduler:
             totals *= len(groups)
         if len(totals) != len(groups):
             raise invalid("total_steps", total_steps, f"one int or {len(groups)} ints")
-        self.total_steps = [schedules.check_total_steps(t) for t in totals]
+        self.total_steps = [_checks.total_steps("total_steps", t) for t in totals]
         self.keys = [_resolve_key(optimizer, g, key) for g in groups]
         if last_step != -1:
-            schedules.check_step(last_step, "last_step")
+            _checks.step_count("last_step", last_step)
         for group, k in zip(groups, self.keys, strict=True):
             if last_step == -1:
                 group["initial_momentum"] = float(self._read(group, k))
@@ -111,7 +111,7 @@ class MomentumScheduler:
                     "last_step: resuming needs group['initial_momentum'] in every group "
                     "(restore it with load_state_dict, or start with last_step=-1)"
                 )
-            schedules.check_momentum(group["initial_momentum"], "initial momentum")
+            _checks.unit_interval("initial momentum", group["initial_momentum"])
         self.last_step = max(last_step, 0)
         self._warned_past_end = False
         self._apply()
@@ -204,7 +204,7 @@ class MomentumScheduler:
                 f"MomentumScheduler state dict, which holds {', '.join(STATE_KEYS)} (is it "
                 "another scheduler's?)"
             )
-        last_step = schedules.check_step(state_dict["last_step"], "state_dict last_step")
+        last_step = _checks.step_count("state_dict last_step", state_dict["last_step"])
 
         def per_group(field: str) -> list[Any]:
             value = state_dict[field]
@@ -215,7 +215,7 @@ class MomentumScheduler:
             return list(value)
 
         totals = [
-            schedules.check_total_steps(t, f"state_dict total_steps[{i}]")
+            _checks.total_steps(f"state_dict total_steps[{i}]", t)
             for i, t in enumerate(per_group("total_steps"))
         ]
         keys = per_group("keys")
@@ -223,7 +223,7 @@ class MomentumScheduler:
             if not isinstance(key, str) or key not in group:
                 raise invalid(f"state_dict keys[{i}]", key, sorted(map(str, group)))
         initial = [
-            schedules.check_momentum(beta, f"state_dict initial_momentum[{i}]")
+            _checks.unit_interval(f"state_dict initial_momentum[{i}]", beta)
             for i, beta in enumerate(per_group("initial_momentum"))
         ]
         betas = self._betas(last_step, totals, initial)

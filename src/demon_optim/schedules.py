@@ -29,12 +29,12 @@ explode (a pole at ``k = T / beta_init``); we clamp it to 0 for ``k >= T``.
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
+from . import _checks
 from .errors import ConfigError, invalid
 
 __all__ = [
@@ -57,58 +57,45 @@ Schedule = Callable[[int, int, float], float]
 """A schedule: ``(step, total_steps, init) -> value``."""
 
 
-# --- validation -------------------------------------------------------------------------
+# --- validation (the rules live in demon_optim._checks) ---------------------------------
 
 
-MAX_TOTAL_STEPS = 2**53
+MAX_TOTAL_STEPS = _checks.MAX_TOTAL_STEPS
 """The largest ``total_steps``: float64 counts every integer exactly up to 2**53, and the
 schedules divide step counts as floats."""
 
 
-def _is_int(value: object) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+# The check_* names predate demon_optim._checks and keep their (value, name) order for
+# callers outside the package; the package itself calls _checks with (field, value).
 
 
 def check_step(step: object, name: str = "step") -> int:
     """Return ``step`` as an int if it is an integer >= 0, else raise ConfigError."""
-    if not _is_int(step) or step < 0:  # type: ignore[operator]
-        raise invalid(name, step, "integers >= 0")
-    return int(step)  # type: ignore[call-overload]
+    return _checks.step_count(name, step)
 
 
 def check_total_steps(total_steps: object, name: str = "total_steps") -> int:
     """Return ``total_steps`` as an int if it is an integer in [1, 2**53], else raise
     ConfigError (past 2**53 float64 no longer tells consecutive steps apart)."""
-    if not _is_int(total_steps) or not 1 <= total_steps <= MAX_TOTAL_STEPS:  # type: ignore[operator]
-        raise invalid(name, total_steps, "integers in [1, 2**53] (optimizer steps, not epochs)")
-    return int(total_steps)  # type: ignore[call-overload]
+    return _checks.total_steps(name, total_steps)
 
 
 def check_momentum(value: object, name: str = "beta_init") -> float:
     """Return ``value`` as a float if it lies in [0, 1), else raise ConfigError."""
-    if not isinstance(value, numbers.Real) or isinstance(value, bool) or not 0.0 <= value < 1.0:
-        raise invalid(name, value, "numbers in [0, 1)")
-    return float(value)
+    return _checks.unit_interval(name, value)
 
 
 def check_fraction(value: object, name: str) -> float:
     """Return ``value`` as a float if it lies in [0, 1), else raise ConfigError."""
-    return check_momentum(value, name)
-
-
-def _check_nonnegative(value: object, name: str) -> float:
-    if (
-        not isinstance(value, numbers.Real)
-        or isinstance(value, bool)
-        or not math.isfinite(value)
-        or not value >= 0.0
-    ):
-        raise invalid(name, value, "finite numbers >= 0")
-    return float(value)
+    return _checks.unit_interval(name, value)
 
 
 def _check_common(step: object, total_steps: object, init: object) -> tuple[int, int, float]:
-    return check_step(step), check_total_steps(total_steps), _check_nonnegative(init, "init")
+    return (
+        _checks.step_count("step", step),
+        _checks.total_steps("total_steps", total_steps),
+        _checks.nonnegative("init", init),
+    )
 
 
 # --- the shapes ---------------------------------------------------------------------------
@@ -126,9 +113,10 @@ def demon(step: int, total_steps: int, beta_init: float, delay: float = 0.0) -> 
     >>> demon(100, 100, 0.9)
     0.0
     """
-    k, t = check_step(step), check_total_steps(total_steps)
-    beta = check_momentum(beta_init, "beta_init")
-    d = check_fraction(delay, "delay")
+    k = _checks.step_count("step", step)
+    t = _checks.total_steps("total_steps", total_steps)
+    beta = _checks.unit_interval("beta_init", beta_init)
+    d = _checks.unit_interval("delay", delay)
     if d:
         start = round(d * t)
         if k < start:
@@ -174,7 +162,7 @@ def exponential(step: int, total_steps: int, init: float, rate: float = 5.0) -> 
     ``ExponentialLR(gamma=exp(-rate / E))`` stepped once per epoch (a staircase of this curve).
     """
     k, t, v = _check_common(step, total_steps, init)
-    r = _check_nonnegative(rate, "rate")
+    r = _checks.nonnegative("rate", rate)
     return v * math.exp(-r * min(k, t) / t)
 
 
@@ -193,13 +181,13 @@ def step_decay(
     ``MultiStepLR(milestones=[round(f * E) ...], gamma)`` stepped once per epoch.
     """
     k, t, v = _check_common(step, total_steps, init)
-    s = check_total_steps(steps_per_epoch, "steps_per_epoch")
+    s = _checks.total_steps("steps_per_epoch", steps_per_epoch)
     for f in milestones:
-        check_fraction(f, "milestones")
+        _checks.unit_interval("milestones", f)
     epochs = t // s
     epoch = min(k, t) // s
     passed = sum(1 for f in milestones if epoch >= round(f * epochs))
-    return v * _check_nonnegative(gamma, "gamma") ** passed
+    return v * _checks.nonnegative("gamma", gamma) ** passed
 
 
 def _cos_anneal(start: float, end: float, pct: float) -> float:
@@ -232,7 +220,7 @@ def one_cycle_lr(
     """
     k, t, peak = _check_common(step, total_steps, max_lr)
     start = peak / div_factor
-    phase, pct = _one_cycle_phase(k, t, check_fraction(pct_start, "pct_start"))
+    phase, pct = _one_cycle_phase(k, t, _checks.unit_interval("pct_start", pct_start))
     if phase == 0:
         return _cos_anneal(start, peak, pct)
     return _cos_anneal(peak, start / final_div_factor, pct)
@@ -250,10 +238,11 @@ def one_cycle_momentum(
     Falls from ``max_momentum`` to ``base_momentum`` while the learning rate warms up, then
     rises back to ``max_momentum``. "Momentum OneCycle" in the paper applies this half alone.
     """
-    k, t = check_step(step), check_total_steps(total_steps)
-    top = check_momentum(max_momentum, "max_momentum")
-    low = check_momentum(base_momentum, "base_momentum")
-    phase, pct = _one_cycle_phase(k, t, check_fraction(pct_start, "pct_start"))
+    k = _checks.step_count("step", step)
+    t = _checks.total_steps("total_steps", total_steps)
+    top = _checks.unit_interval("max_momentum", max_momentum)
+    low = _checks.unit_interval("base_momentum", base_momentum)
+    phase, pct = _one_cycle_phase(k, t, _checks.unit_interval("pct_start", pct_start))
     if phase == 0:
         return _cos_anneal(top, low, pct)
     return _cos_anneal(low, top, pct)
@@ -312,7 +301,7 @@ def curve(
     optimizers apply (about a microsecond per point).
     """
     fn = get(schedule, **options)
-    total = check_total_steps(total_steps)
+    total = _checks.total_steps("total_steps", total_steps)
     ks = np.arange(total + 1) if steps is None else np.asarray(steps)
     if ks.ndim != 1 or not np.issubdtype(ks.dtype, np.integer):
         raise ConfigError(

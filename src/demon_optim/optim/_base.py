@@ -4,9 +4,9 @@ The one module for it (the Demon optimizers and the reference ones, QHM, QHAdam,
 YellowFin, alike); torch's fused Adam kernel, which DemonAdam and QHAdam both drive, is
 wrapped once in :mod:`._fused_adam`.
 
-* The validators (:func:`nonnegative`, :func:`momentum_value`, :func:`unit_interval`,
-  :func:`pair`, :func:`flag`, :func:`number`): each rule once, each raising a
-  :class:`~demon_optim.ConfigError` that names the argument, the value and what is allowed.
+* :func:`check_schedule`, for a schedule and its delay; every other value is checked with
+  :mod:`demon_optim._checks`, which raises a :class:`~demon_optim.ConfigError` that names the
+  argument, the value and what is allowed.
 * :class:`ScheduledMomentumOptimizer`, the base of the Demon optimizers: the schedule's
   counter and the step.
 * The fast paths' helpers: :func:`use_fused`, :func:`group_by_device_dtype`,
@@ -36,8 +36,6 @@ Also shared by every optimizer here:
 
 from __future__ import annotations
 
-import math
-import numbers
 import sys
 import warnings
 from collections.abc import Callable, Hashable, Iterable, Mapping
@@ -47,7 +45,7 @@ from typing import Any, ClassVar, NamedTuple
 import torch
 from torch.optim import Optimizer
 
-from .. import schedules
+from .. import _checks, schedules
 from ..errors import ConfigError, invalid
 
 ScheduleArg = str | Callable[[int, int, float], float]
@@ -80,61 +78,11 @@ def user_stacklevel() -> int:
     return level
 
 
-# --- validation: each rule once, raising ConfigError naming the field and the value ---------------
-
-
-def number(field: str, value: object, allowed: str, ok: Callable[[float], bool]) -> float:
-    """``value`` as a float if it is a finite real number (not a bool) with ``ok(value)``."""
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, numbers.Real)
-        or not math.isfinite(value)
-        or not ok(float(value))
-    ):
-        raise invalid(field, value, allowed)
-    return float(value)
-
-
-def nonnegative(field: str, value: object, *, tensor_ok: bool = False) -> Any:
-    """``value`` if it is a finite real number >= 0 (as a float), or, with ``tensor_ok``, a
-    one-element tensor that is: an infinite learning rate or weight decay is never useful.
-    Only the Demon optimizers take tensor hyperparameters, as torch's SGD and Adam do."""
-    if tensor_ok and isinstance(value, torch.Tensor):
-        v = value.detach()
-        if value.numel() != 1 or not bool(torch.isfinite(v).all() & (v >= 0).all()):
-            raise invalid(field, value, "finite numbers >= 0 (or a one-element tensor)")
-        return value
-    return number(field, value, "finite numbers >= 0", lambda v: v >= 0)
-
-
-def momentum_value(field: str, value: object) -> float:
-    """``value`` as a float if it lies in [0, 1) (the schedules' own rule for a momentum)."""
-    return schedules.check_momentum(value, field)
-
-
-def unit_interval(field: str, value: object) -> float:
-    return number(field, value, "numbers in [0, 1]", lambda v: 0 <= v <= 1)
-
-
-def pair(field: str, value: object, allowed: str) -> tuple[object, object]:
-    """The two items of a tuple or list of length 2 (``betas``, ``nus``)."""
-    if not isinstance(value, (tuple, list)) or len(value) != 2:
-        raise invalid(field, value, allowed)
-    return value[0], value[1]
-
-
-def flag(field: str, value: object) -> bool:
-    """``value`` if it is a bool (a string such as ``"False"`` would read as true)."""
-    if not isinstance(value, bool):
-        raise invalid(field, value, "True or False")
-    return value
-
-
 def check_schedule(schedule: object, delay: object) -> None:
     """Validate a schedule name or callable, and a delay (only the demon schedule has one)."""
     if not (callable(schedule) or schedule in schedules.SCHEDULES):
         raise invalid("schedule", schedule, [*sorted(schedules.SCHEDULES), "or a callable"])
-    schedules.check_fraction(delay, "delay")
+    _checks.unit_interval("delay", delay)
     if delay and schedule != "demon":
         raise invalid("delay", delay, "0 unless schedule='demon'")
 
@@ -366,10 +314,10 @@ class ScheduledMomentumOptimizer(CheckedOptimizer):
 
     def _validate_group(self, group: dict[str, Any]) -> None:
         """Check a group's hyperparameters; subclasses extend it."""
-        nonnegative("lr", group["lr"], tensor_ok=True)
-        schedules.check_total_steps(group["total_steps"])
+        _checks.learning_rate("lr", group["lr"], tensor_ok=True)
+        _checks.total_steps("total_steps", group["total_steps"])
         check_schedule(group["schedule"], group["delay"])
-        schedules.check_step(group[STEP_KEY], STEP_KEY)
+        _checks.step_count(STEP_KEY, group[STEP_KEY])
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         param_group.setdefault(STEP_KEY, 0)

@@ -36,16 +36,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .. import _checks
 from ._base import (
     STEP_KEY,
     Gathered,
     ScheduleArg,
     ScheduledMomentumOptimizer,
-    flag,
-    momentum_value,
-    nonnegative,
     outside_compile,
-    pair,
     real_view,
     runs_by,
     use_fused,
@@ -121,16 +118,16 @@ class DemonAdam(ScheduledMomentumOptimizer):
 
     def _validate_group(self, group: dict[str, Any]) -> None:
         super()._validate_group(group)
-        beta1, beta2 = pair(
+        beta1, beta2 = _checks.pair(
             "betas", group["betas"], "a pair (beta_init, beta2) of numbers in [0, 1)"
         )
-        momentum_value("betas[0]", beta1)
-        momentum_value("betas[1]", beta2)
-        nonnegative("eps", group["eps"], tensor_ok=True)
-        nonnegative("weight_decay", group["weight_decay"], tensor_ok=True)
-        flag("decoupled_weight_decay", group["decoupled_weight_decay"])
-        flag("damped", group["damped"])
-        flag("maximize", group["maximize"])
+        _checks.unit_interval("betas[0]", beta1)
+        _checks.unit_interval("betas[1]", beta2)
+        _checks.nonnegative("eps", group["eps"], tensor_ok=True)
+        _checks.nonnegative("weight_decay", group["weight_decay"], tensor_ok=True)
+        _checks.flag("decoupled_weight_decay", group["decoupled_weight_decay"])
+        _checks.flag("damped", group["damped"])
+        _checks.flag("maximize", group["maximize"])
         use_fused(group["fused"], group["params"], complex_ok=True)
 
     def _update_group(

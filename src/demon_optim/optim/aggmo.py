@@ -47,16 +47,14 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from .. import _checks
 from ..errors import invalid
 from ._base import (
     CheckedOptimizer,
     cache_batches,
     effective_grads,
     evaluate_closure,
-    flag,
     group_by_device_dtype,
-    momentum_value,
-    nonnegative,
     real_view,
     use_fused,
 )
@@ -116,17 +114,17 @@ class AggMo(CheckedOptimizer):
         super().__init__(params, defaults)
 
     def _validate_group(self, group: dict[str, Any]) -> None:
-        nonnegative("lr", group["lr"])
+        _checks.learning_rate("lr", group["lr"])
         betas = group["betas"]
         if not isinstance(betas, (tuple, list)) or not betas:
             raise invalid("betas", betas, "a non-empty tuple of numbers in [0, 1)")
         for i, beta in enumerate(betas):
-            momentum_value(f"betas[{i}]", beta)
+            _checks.unit_interval(f"betas[{i}]", beta)
         if group.get("momentum") is None:
             group["momentum"] = max(betas)
-        momentum_value("momentum", group["momentum"])
-        nonnegative("weight_decay", group["weight_decay"])
-        flag("maximize", group["maximize"])
+        _checks.unit_interval("momentum", group["momentum"])
+        _checks.nonnegative("weight_decay", group["weight_decay"])
+        _checks.flag("maximize", group["maximize"])
         use_fused(group["fused"], group["params"], dtensor_ok=False, complex_ok=True)
 
     def get_last_betas(self) -> list[tuple[float, ...]]:

@@ -51,19 +51,15 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from .. import _checks
 from ..errors import invalid
 from ._base import (
     CheckedOptimizer,
     effective_grads,
     evaluate_closure,
-    flag,
     group_by_device_dtype,
-    momentum_value,
-    nonnegative,
-    pair,
     real_view,
     runs_by,
-    unit_interval,
     use_fused,
 )
 from ._fused_adam import fused_adam
@@ -130,18 +126,18 @@ class QHAdam(CheckedOptimizer):
         super().__init__(params, defaults)
 
     def _validate_group(self, group: dict[str, Any]) -> None:
-        nonnegative("lr", group["lr"])
-        beta1, beta2 = pair("betas", group["betas"], "a pair (beta1, beta2) in [0, 1)")
-        momentum_value("betas[0]", beta1)
-        momentum_value("betas[1]", beta2)
-        nu1, nu2 = pair("nus", group["nus"], "a pair (nu1, nu2) in [0, 1]")
-        unit_interval("nus[0]", nu1)
-        unit_interval("nus[1]", nu2)
-        nonnegative("eps", group["eps"])
-        nonnegative("weight_decay", group["weight_decay"])
-        flag("decoupled_weight_decay", group["decoupled_weight_decay"])
-        flag("maximize", group["maximize"])
-        if flag("compiled", group.get("compiled", False)) and group["fused"]:
+        _checks.learning_rate("lr", group["lr"])
+        beta1, beta2 = _checks.pair("betas", group["betas"], "a pair (beta1, beta2) in [0, 1)")
+        _checks.unit_interval("betas[0]", beta1)
+        _checks.unit_interval("betas[1]", beta2)
+        nu1, nu2 = _checks.pair("nus", group["nus"], "a pair (nu1, nu2) in [0, 1]")
+        _checks.closed_unit_interval("nus[0]", nu1)
+        _checks.closed_unit_interval("nus[1]", nu2)
+        _checks.nonnegative("eps", group["eps"])
+        _checks.nonnegative("weight_decay", group["weight_decay"])
+        _checks.flag("decoupled_weight_decay", group["decoupled_weight_decay"])
+        _checks.flag("maximize", group["maximize"])
+        if _checks.flag("compiled", group.get("compiled", False)) and group["fused"]:
             raise invalid("fused", group["fused"], "None or False with compiled=True")
         use_fused(group["fused"], group["params"], complex_ok=True)
 

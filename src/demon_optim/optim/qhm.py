@@ -37,17 +37,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .. import _checks
 from ._base import (
     CheckedOptimizer,
     evaluate_closure,
-    flag,
     group_by_device_dtype,
-    momentum_value,
-    nonnegative,
     param_layout,
     real_view,
     runs_by,
-    unit_interval,
     use_fused,
 )
 
@@ -96,11 +93,11 @@ class QHM(CheckedOptimizer):
         super().__init__(params, defaults)
 
     def _validate_group(self, group: dict[str, Any]) -> None:
-        nonnegative("lr", group["lr"])
-        momentum_value("momentum", group["momentum"])
-        unit_interval("nu", group["nu"])
-        nonnegative("weight_decay", group["weight_decay"])
-        flag("maximize", group["maximize"])
+        _checks.learning_rate("lr", group["lr"])
+        _checks.unit_interval("momentum", group["momentum"])
+        _checks.closed_unit_interval("nu", group["nu"])
+        _checks.nonnegative("weight_decay", group["weight_decay"])
+        _checks.flag("maximize", group["maximize"])
         use_fused(group["fused"], group["params"], dtensor_ok=False, complex_ok=True)
 
     @torch.no_grad()

@@ -20,17 +20,15 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .. import _checks
 from ..errors import invalid
 from ._base import (
     STEP_KEY,
     Gathered,
     ScheduleArg,
     ScheduledMomentumOptimizer,
-    flag,
     gather,
     group_by_device_dtype,
-    momentum_value,
-    nonnegative,
     param_layout,
     real_view,
     use_fused,
@@ -104,11 +102,11 @@ class DemonSGD(ScheduledMomentumOptimizer):
 
     def _validate_group(self, group: dict[str, Any]) -> None:
         super()._validate_group(group)
-        momentum_value("momentum", group["momentum"])
-        nonnegative("dampening", group["dampening"], tensor_ok=True)
-        nonnegative("weight_decay", group["weight_decay"], tensor_ok=True)
-        flag("nesterov", group["nesterov"])
-        flag("maximize", group["maximize"])
+        _checks.unit_interval("momentum", group["momentum"])
+        _checks.nonnegative("dampening", group["dampening"], tensor_ok=True)
+        _checks.nonnegative("weight_decay", group["weight_decay"], tensor_ok=True)
+        _checks.flag("nesterov", group["nesterov"])
+        _checks.flag("maximize", group["maximize"])
         if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
             raise invalid(
                 "nesterov",

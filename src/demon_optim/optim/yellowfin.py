@@ -98,17 +98,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .. import _checks
 from ..errors import ConfigError, invalid
 from ._base import (
     CheckedOptimizer,
     cache_batches,
     effective_grads,
     evaluate_closure,
-    flag,
     group_by_device_dtype,
-    momentum_value,
-    nonnegative,
-    number,
     param_layout,
     real_view,
     use_fused,
@@ -209,11 +206,8 @@ class YellowFin(CheckedOptimizer):
     ) -> None:
         defaults = {"lr": lr, "weight_decay": weight_decay, "maximize": maximize, "fused": fused}
         super().__init__(params, defaults)
-        momentum_value("beta", beta)
-        if isinstance(curv_win_width, bool) or not isinstance(curv_win_width, int):
-            raise invalid("curv_win_width", curv_win_width, "integers >= 1")
-        if curv_win_width < 1:
-            raise invalid("curv_win_width", curv_win_width, "integers >= 1")
+        _checks.unit_interval("beta", beta)
+        curv_win_width = _checks.integer("curv_win_width", curv_win_width, 1)
         for name, value in (
             ("zero_debias", zero_debias),
             ("smooth", smooth),
@@ -222,15 +216,15 @@ class YellowFin(CheckedOptimizer):
             ("sparsity_debias", sparsity_debias),
             ("restart_at_zero_momentum", restart_at_zero_momentum),
         ):
-            flag(name, value)
-        nonnegative("initial_lr", initial_lr)
-        momentum_value("initial_momentum", initial_momentum)
+            _checks.flag(name, value)
+        _checks.learning_rate("initial_lr", initial_lr)
+        _checks.unit_interval("initial_momentum", initial_momentum)
         for name, value in (
             ("stat_protect_fac", stat_protect_fac),
             ("catastrophic_move_thresh", catastrophic_move_thresh),
             ("eps", eps),
         ):
-            number(name, value, "numbers > 0", lambda v: v > 0)
+            _checks.positive(name, value)
         self.state[self.param_groups[0]["params"][0]][TUNER_KEY] = {
             "beta": float(beta),
             "curv_win_width": curv_win_width,
@@ -262,9 +256,9 @@ class YellowFin(CheckedOptimizer):
         }
 
     def _validate_group(self, group: dict[str, Any]) -> None:
-        nonnegative("lr", group["lr"])
-        nonnegative("weight_decay", group["weight_decay"])
-        flag("maximize", group["maximize"])
+        _checks.learning_rate("lr", group["lr"])
+        _checks.nonnegative("weight_decay", group["weight_decay"])
+        _checks.flag("maximize", group["maximize"])
         use_fused(group["fused"], group["params"], dtensor_ok=False, complex_ok=True)
 
     def _check_state(self, param: Tensor, state: Mapping[Any, Any], where: str) -> None:

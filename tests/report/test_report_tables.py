@@ -10,7 +10,7 @@ import sqlite3
 import pytest
 
 from demon_optim.errors import ConfigError
-from demon_optim.report import naming, tables, topk
+from demon_optim.report import tables, topk
 from demon_optim.report.load import load_store
 from demon_optim.study.results import summarize
 from demon_optim.study.store import NotAStoreError, ResultStore

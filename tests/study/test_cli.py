@@ -11,8 +11,7 @@ import sys
 import pytest
 
 from demon_optim.cli import main
-from demon_optim.study.methods import builtin
-from demon_optim.study.methods import method_names
+from demon_optim.study.methods import builtin, method_names
 from demon_optim.study.store import ResultStore
 from demon_optim.study.tasks import task_names
 from tests.conftest import requires

@@ -260,11 +260,16 @@ def test_broken_plugins_are_one_line_naming_the_plugin_and_nothing_runs(
 def test_names_other_code_holds_are_refused(tmp_path: pathlib.Path) -> None:
     clash = PLUGIN.replace('name = "user-line"', 'name = "mnist1d-mlp"')
     write(tmp_path / "my_plugin.py", clash)
-    with pytest.raises(ConfigError, match=r"raised ConfigError: task name: got .*'mnist1d-mlp' of .*already registered"):
+    taken = (
+        r"raised ConfigError: task name 'mnist1d-mlp': already registered by "
+        r"demon_optim.study.tasks.mnist1d.MNIST1DMLP, so Line in .*my_plugin.py cannot"
+    )
+    with pytest.raises(ConfigError, match=taken):
         run(study(tmp_path), store=tmp_path / "s.sqlite", workers=1)
     clash = PLUGIN.replace('register_method("user-adagrad"', 'register_method("sgdm"')
     write(tmp_path / "other.py", clash)
-    with pytest.raises(ConfigError, match=r"method name: got 'sgdm' of .*already registered by"):
+    taken = r"method name 'sgdm': already registered by demon-optim's built-in methods, so adagrad"
+    with pytest.raises(ConfigError, match=taken):
         run(study(tmp_path, plugin="other.py"), store=tmp_path / "s.sqlite", workers=1)
 
 

@@ -95,7 +95,8 @@ def test_another_class_under_a_taken_name_is_refused_naming_both() -> None:
     with pytest.raises(ConfigError) as caught:
         register_task(_blobs_class("digits-mlp"))
     message = str(caught.value)
-    assert message.startswith("task name: got \"'digits-mlp' of ")
+    assert message.startswith("task name 'digits-mlp': already registered by ")
+    assert "so test_register_task._blobs_class.<locals>.Blobs cannot register it" in message
     assert "already registered by demon_optim.study.tasks.digits.DigitsMLP" in message
     assert type(get_task("digits-mlp")).__name__ == "DigitsMLP"
 

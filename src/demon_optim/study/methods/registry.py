@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 
-from demon_optim.errors import invalid
+from demon_optim.errors import ConfigError, invalid
 from demon_optim.study.methods.hyperparameters import Hyperparameter, hyperparameter
 from demon_optim.study.methods.method import Build, Method
 
@@ -82,13 +83,25 @@ def register_method(
     )
     existing = _METHODS.get(name)
     if existing is not None and existing.source != source:
-        raise invalid(
-            "method name",
-            f"{name!r} of {source}, already registered by {existing.source}",
-            "a name no other method has",
+        raise ConfigError(
+            f"method name {name!r}: already registered by {defined_in(existing.build_fn)}, so "
+            f"{defined_in(build)} cannot register it; allowed: a name no other method has"
         )
     _METHODS[name] = method
     return method
+
+
+def defined_in(obj: object) -> str:
+    """Where a builder or class comes from, for messages: a plugin file by its path, the
+    built-ins as such, anything else by its module and name."""
+    module = getattr(obj, "__module__", None) or "?"
+    qualname = getattr(obj, "__qualname__", None) or repr(obj)
+    if module.startswith("demon_optim.study.methods."):
+        return "demon-optim's built-in methods"
+    file = getattr(sys.modules.get(module), "__file__", None)
+    if module.startswith("demon_optim_plugin_") and file:
+        return f"{qualname} in {file}"
+    return f"{module}.{qualname}"
 
 
 def get_method(name: str) -> Method:

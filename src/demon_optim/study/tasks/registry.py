@@ -61,12 +61,11 @@ def register_task(task: T) -> T:
     instance = task() if isinstance(task, type) else task
     existing = _TASKS.get(cls.name)
     if existing is not None and not _same_class(type(existing), cls):
-        other = type(existing)
-        raise invalid(
-            "task name",
-            f"{cls.name!r} of {label}, already registered by "
-            f"{other.__module__}.{other.__qualname__}",
-            "a name no other task has",
+        from demon_optim.study.methods.registry import defined_in
+
+        raise ConfigError(
+            f"task name {cls.name!r}: already registered by {defined_in(type(existing))}, so "
+            f"{defined_in(cls)} cannot register it; allowed: a name no other task has"
         )
     _TASKS[cls.name] = instance
     return task

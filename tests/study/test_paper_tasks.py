@@ -18,7 +18,7 @@ from demon_optim.study.datasets import mnist_json
 from demon_optim.study.datasets import ptb as ptb_data
 from demon_optim.study.datasets import stl10 as stl10_data
 from demon_optim.study.datasets.catalog import dataset_names
-from demon_optim.study.methods import Budget, get_method
+from demon_optim.study.methods import Budget, applied_reader, get_method
 from demon_optim.study.models import count_parameters
 from demon_optim.study.spec import TrialSpec
 from demon_optim.study.tasks import (
@@ -318,7 +318,7 @@ def truncated_bptt_by_hand(task, trial: TrialSpec, data) -> tuple[list[dict], in
             norm = torch.nn.utils.clip_grad_norm_(model.parameters(), task.grad_clip)
             clipped += bool(norm > task.grad_clip)
             training.optimizer.step()
-            lr, momentum = training.applied()
+            lr, momentum = applied_reader(training.optimizer)()
             for hook in training.after_step:
                 hook()
         val = task.evaluate(model, data.val)

@@ -184,3 +184,31 @@ def test_ctrl_c_stops_cleanly(tmp_path: pathlib.Path) -> None:
     assert group_gone(process.pid, timeout=30)
     assert 1 <= stored(store) < TOTAL
     assert all(status == "done" for status, *_ in snapshot(store).values())
+
+
+def test_ray_workers_import_a_plugin_from_the_source_it_ships(
+    cluster, tmp_path: pathlib.Path
+) -> None:
+    """A file plugin's text travels with its specs: the file is deleted before the trials
+    run, as on a node that never had it, and the Ray workers still run the user's task."""
+    from demon_optim.study.executors.ray import RayExecutor
+    from demon_optim.study.methods import registry as method_registry
+    from demon_optim.study.tasks import registry as task_registry
+    from tests.study.test_plugins import PLUGIN, study, write
+
+    tasks, methods = dict(task_registry._TASKS), dict(method_registry._METHODS)
+    try:
+        plugin = write(tmp_path / "my_plugin.py", PLUGIN)
+        specs = expand(load_study(study(tmp_path)))
+        plugin.unlink()
+        with ResultStore(tmp_path / "ray.sqlite") as store:
+            report = run_study(specs, store, RayExecutor(workers=2))
+            rows = store.rows()
+        assert report.written == len(specs) == 6 and not report.failures, report.failures
+        assert {row["method"] for row in rows} >= {"user-adagrad", "user-rmsprop"}
+        assert all(row["spec"]["plugins"][0]["sha256"] for row in rows)
+    finally:
+        task_registry._TASKS.clear()
+        task_registry._TASKS.update(tasks)
+        method_registry._METHODS.clear()
+        method_registry._METHODS.update(methods)

@@ -10,7 +10,7 @@ from typing import ClassVar
 import pytest
 import torch
 
-from demon_optim.study.methods import Budget, get_method
+from demon_optim.study.methods import Budget, applied_reader, get_method
 from demon_optim.study.spec import TrialSpec
 from demon_optim.study.tasks import Split, Task, TaskData, get_task
 from demon_optim.study.tasks._image import ImageClassificationTask
@@ -358,7 +358,7 @@ def test_augmented_task_trains_on_shuffled_augmented_batches_as_before() -> None
             loss.backward()
             training.optimizer.step()
             if i == steps - 1:
-                lr, momentum = training.applied()
+                lr, momentum = applied_reader(training.optimizer)()
             for hook in training.after_step:
                 hook()
         expected.append(

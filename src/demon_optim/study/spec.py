@@ -40,6 +40,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from demon_optim import _checks
 from demon_optim.errors import ConfigError, invalid
 from demon_optim.study.methods import Value, get_method, method_names
 from demon_optim.study.methods.hyperparameters import jsonable
@@ -265,10 +266,6 @@ def absolute_path(path: str | os.PathLike[str]) -> str:
     return os.path.realpath(os.path.expanduser(path))
 
 
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _str_list(data: Mapping[str, Any], key: str, choices: list[str]) -> tuple[str, ...]:
     raw = data.get(key)
     if raw is None:
@@ -289,8 +286,7 @@ def _int_list(raw: object, key: str, minimum: int, maximum: int, allowed: str) -
         raise invalid(key, raw, allowed)
     for i, value in enumerate(values):
         where = f"{key}[{i}]" if isinstance(raw, list) else key
-        if not _is_int(value) or not minimum <= value <= maximum:
-            raise invalid(where, value, allowed)
+        _checks.integer(where, value, minimum, maximum, allowed)
     if len(set(values)) != len(values):
         raise invalid(key, raw, "lists without repeated values")
     return tuple(values)
@@ -339,18 +335,13 @@ def parse_study(
             f"positive integers up to {MAX_EPOCHS:,} (or a list of them)",
         )
     batch_size = data.get("batch_size")
-    if batch_size is not None and (
-        not _is_int(batch_size) or not 1 <= batch_size <= MAX_BATCH_SIZE
-    ):
-        raise invalid("batch_size", batch_size, f"positive integers up to {MAX_BATCH_SIZE:,}")
+    if batch_size is not None:
+        allowed = f"positive integers up to {MAX_BATCH_SIZE:,}"
+        batch_size = _checks.integer("batch_size", batch_size, 1, MAX_BATCH_SIZE, allowed)
     token_budget = data.get("token_budget")
     if token_budget is not None:
-        if not _is_int(token_budget) or not 1 <= token_budget <= MAX_TOKEN_BUDGET:
-            raise invalid(
-                "token_budget",
-                token_budget,
-                f"positive integers up to {MAX_TOKEN_BUDGET:,} (tokens per epoch)",
-            )
+        allowed = f"positive integers up to {MAX_TOKEN_BUDGET:,} (tokens per epoch)"
+        token_budget = _checks.integer("token_budget", token_budget, 1, MAX_TOKEN_BUDGET, allowed)
         if not any(get_task(t).uses_token_budget for t in tasks):
             budgeted = [n for n in task_names() if get_task(n).uses_token_budget]
             raise invalid(

@@ -14,6 +14,7 @@ PosixPath('runs/quick-report/index.html')
 from __future__ import annotations
 
 import datetime
+import json
 import pathlib
 from collections.abc import Iterable
 
@@ -39,8 +40,15 @@ def _now() -> str:
 
 def _values(values: Iterable[object]) -> str:
     from demon_optim.study.methods import format_value
+    from demon_optim.study.methods.hyperparameters import jsonable
 
-    unique = sorted(set(values), key=lambda v: (isinstance(v, tuple), v))
+    def order(value: object) -> tuple[int, float, str]:
+        """Numbers by value, then anything else (bools, strings, tuples) by its JSON."""
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return (0, float(value), "")
+        return (1, 0.0, json.dumps(jsonable(value)))  # type: ignore[arg-type]
+
+    unique = sorted(set(values), key=order)
     return "{" + ", ".join(format_value(v) for v in unique) + "}"  # type: ignore[arg-type]
 
 

@@ -278,7 +278,7 @@ def test_switches_take_true_false_one_zero(bad: object) -> None:
     assert method.check_grid({"adapt_clip": [True, 0]}, "grid.yellowfin") == {
         "adapt_clip": (1.0, 0.0)
     }
-    with pytest.raises(ConfigError, match=r"^grid.yellowfin.adapt_clip\[0\]: got "):
+    with pytest.raises(ConfigError, match=r"^grid.yellowfin.adapt_clip: got "):
         method.check_grid({"adapt_clip": bad}, "grid.yellowfin")
     with pytest.raises(ConfigError, match=r"^grid.yellowfin.adapt_clip: .*repeated"):
         method.check_grid({"adapt_clip": [True, 1]}, "grid.yellowfin")

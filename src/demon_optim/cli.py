@@ -151,8 +151,19 @@ def _parser() -> argparse.ArgumentParser:
         help="with --from-csv: higher values are better (default: lower, as error and perplexity)",
     )
 
-    commands.add_parser("tasks", help="list the tasks")
-    commands.add_parser("methods", help="list the methods and their default grids")
+    for name, what in (
+        ("tasks", "list the tasks"),
+        ("methods", "list the methods and their grids"),
+    ):
+        listing = commands.add_parser(name, help=what)
+        listing.add_argument(
+            "--plugin",
+            action="append",
+            default=[],
+            metavar="FILE|MODULE",
+            help="import a study plugin first (a .py file or a module name), to list its "
+            f"{name} too; repeatable",
+        )
     return parser
 
 
@@ -187,6 +198,9 @@ def _command(args: argparse.Namespace) -> int:
         return _report(args)
     if args.command == "data":
         return _data(args)
+    from demon_optim.study.plugins import load_plugins
+
+    load_plugins(args.plugin)  # tasks, methods: list a plugin's too
     if args.command == "tasks":
         return _tasks()
     return _methods()

@@ -159,3 +159,21 @@ def test_load_is_read_only_and_refuses_foreign_files(
         load_store(empty)
     with pytest.raises(ConfigError, match="an existing results store"):
         load_store(tmp_path / "absent.sqlite")
+
+
+def test_a_schedule_two_methods_declare_counts_once_per_setting() -> None:
+    """A user's method declaring a built-in schedule (schedule="lr-cosine") beside
+    sgdm+lr-cosine: the schedule counts once in that setting, at the better rank."""
+
+    def row(method: str, schedule: str, rank: int) -> tables.Row:
+        return tables.Row(method, schedule, False, True, "", None, 0.9 - rank / 100, None,
+                          None, 1, rank=rank)  # fmt: skip
+
+    setting = tables.Setting(
+        "t · SGDM · 1 epochs", "t", "accuracy", True,
+        (row("sgdm+lr-cosine", "lr-cosine", 2), row("rms-cos", "lr-cosine", 1),
+         row("sgdm", "none", 3)),
+    )  # fmt: skip
+    table = topk.top_k([setting])
+    assert topk.to_csv(table).splitlines()[1:] == ["lr-cosine,1,1,1", "none,0,1,1"]
+    assert max(table.percent(r.top3) for r in table.rows) == 100.0

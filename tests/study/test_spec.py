@@ -101,10 +101,10 @@ def test_name_defaults_to_file_stem(tmp_path: pathlib.Path) -> None:
         ({"grid": {"adam": {"lr": 0.1}}}, ["grid: got 'adam'", "sgdm"]),
         ({"grid": {"sgdm": {"beta": 0.1}}}, ["grid.sgdm.beta: got 'beta'", "lr, momentum"]),
         ({"grid": {"sgdm": {"lr": [0.1, -1]}}}, ["grid.sgdm.lr[1]: got -1", "numbers >= 0"]),
-        ({"grid": {"sgdm": {"momentum": 1.0}}}, ["grid.sgdm.momentum[0]: got 1.0", "[0, 1)"]),
+        ({"grid": {"sgdm": {"momentum": 1.0}}}, ["grid.sgdm.momentum: got 1.0", "[0, 1)"]),
         ({"grid": {"sgdm": {"lr": []}}}, ["grid.sgdm.lr: got []"]),
         ({"grid": {"sgdm": {"lr": [0.1, 0.1]}}}, ["grid.sgdm.lr", "repeated"]),
-        ({"grid": {"sgdm": {"lr": "fast"}}}, ["grid.sgdm.lr[0]: got 'fast'"]),
+        ({"grid": {"sgdm": {"lr": "fast"}}}, ["grid.sgdm.lr: got 'fast'"]),
         ({"typo": 1}, ["study: got 'typo'", "methods", "grid"]),
     ],
 )
@@ -144,7 +144,7 @@ def test_momentum_range_accepts_one_pair_or_a_list_of_pairs() -> None:
         grid={"sgdm+onecycle": {"momentum_range": [[0.95, 0.85], [0.9, 0.85]]}},
     )
     assert two.grids["sgdm+onecycle"]["momentum_range"] == ((0.95, 0.85), (0.9, 0.85))
-    with pytest.raises(ConfigError, match=r"momentum_range\[0\]: got \[0.8, 0.9\]"):
+    with pytest.raises(ConfigError, match=r"momentum_range: got \[0.8, 0.9\]"):
         parse(methods=["sgdm+onecycle"], grid={"sgdm+onecycle": {"momentum_range": [0.8, 0.9]}})
 
 
@@ -262,7 +262,7 @@ def test_a_utf8_byte_order_mark_is_accepted(tmp_path: pathlib.Path) -> None:
             "seeds[0]: got 4294967296; allowed: non-negative integers up to 2**32 - 1",
         ),
         ({"seeds": [2**63]}, "seeds[0]: got 9223372036854775808"),
-        ({"grid": {"sgdm": {"lr": 10**400}}}, "grid.sgdm.lr[0]: got 1000"),
+        ({"grid": {"sgdm": {"lr": 10**400}}}, "grid.sgdm.lr: got 1000"),
         (
             {"data_dir": "a\0b"},
             "data_dir: got 'a\\x00b'; allowed: a path (a non-empty string without NUL)",

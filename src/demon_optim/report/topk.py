@@ -4,9 +4,10 @@ For each setting (task x family x budget) the methods are ranked by their test m
 (:mod:`demon_optim.report.tables`: competition ranks, ties share a rank, so every method
 tied for first is a Top-1 and every method ranked 1, 2 or 3 is a Top-3). Counts are added
 up by schedule name across families (:func:`demon_optim.report.naming.schedule_name`:
-Demon SGDM and Demon Adam both count for "demon"). Percentages are of the settings the
-statistic covers (those with at least one ranked method), as the paper's 28 experiments;
-``settings`` per method says in how many of them it took part (it may be fewer).
+Demon SGDM and Demon Adam both count for "demon"), each schedule once per setting (at its
+best rank, should two methods of the setting declare one schedule). Percentages are of the
+settings the statistic covers (those with at least one ranked method), as the paper's 28
+experiments; ``settings`` per method says in how many of them it took part (it may be fewer).
 Reference optimizers are not ranked, so they are not in this table, unless ``rank_all``.
 """
 
@@ -51,14 +52,24 @@ def top_k(settings: Sequence[Setting]) -> TopK:
         if not any(row.rank is not None for row in taking_part):
             continue
         covered += 1
+        # one entry per schedule and setting: two methods of a family that declare the same
+        # schedule (a user's method with schedule="lr-cosine") count once, at the better rank
+        best: dict[str, int | None] = {}
         for row in taking_part:
-            entry = counts.setdefault(row.schedule, [0, 0, 0])
-            entry[0] += row.rank == 1
-            entry[1] += row.rank is not None and row.rank <= 3
+            if row.schedule not in best or _better(row.rank, best[row.schedule]):
+                best[row.schedule] = row.rank
+        for schedule, rank in best.items():
+            entry = counts.setdefault(schedule, [0, 0, 0])
+            entry[0] += rank == 1
+            entry[1] += rank is not None and rank <= 3
             entry[2] += 1
     rows = [TopKRow(name, top1, top3, n) for name, (top1, top3, n) in counts.items()]
     rows.sort(key=lambda r: (-r.top1, -r.top3, -r.settings, r.method))
     return TopK(tuple(rows), covered)
+
+
+def _better(rank: int | None, than: int | None) -> bool:
+    return rank is not None and (than is None or rank < than)
 
 
 def to_csv(table: TopK) -> str:

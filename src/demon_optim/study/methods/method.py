@@ -142,11 +142,15 @@ class Method:
             if name not in self.hyperparameters:
                 raise invalid(f"{field}.{name}", name, self.hyperparameter_names)
             hp = self.hyperparameters[name]
-            values = raw if isinstance(raw, list) and not _is_one_tuple(hp, raw) else [raw]
+            several = isinstance(raw, list) and not _is_one_tuple(hp, raw)
+            values = raw if several else [raw]
             if not values:
                 raise invalid(f"{field}.{name}", raw, "a non-empty list of values")
             check = hp.checker()
-            normalised = tuple(check(f"{field}.{name}[{i}]", v) for i, v in enumerate(values))
+            normalised = tuple(
+                check(f"{field}.{name}[{i}]" if several else f"{field}.{name}", v)
+                for i, v in enumerate(values)
+            )
             if len(set(normalised)) != len(normalised):
                 raise invalid(f"{field}.{name}", raw, "lists without repeated values")
             checked[name] = normalised

@@ -98,9 +98,7 @@ def test_unknown_method_and_hyperparameter_errors() -> None:
         method.check_config({"lr": 0.1, "momentum": 0.9, "weight_decay": 0, "delay": 0, "eps": 1})
     with pytest.raises(ConfigError, match="missing delay"):
         method.check_config({"lr": 0.1, "momentum": 0.9, "weight_decay": 0})
-    with pytest.raises(
-        ConfigError, match=r"grid.x.delay: got 1.5; allowed: numbers in \[0, 1\)"
-    ):
+    with pytest.raises(ConfigError, match=r"grid.x.delay: got 1.5; allowed: numbers in \[0, 1\)"):
         method.check_grid({"delay": 1.5}, "grid.x")
     with pytest.raises(ConfigError, match=r"milestones\[0\]: got \[0.75, 0.5\]"):
         get_method("adam+lr-step").check_grid({"milestones": [[0.75, 0.5]]}, "grid.adam+lr-step")

@@ -343,3 +343,20 @@ def test_a_build_that_returns_something_else_fails_its_trial(tmp_path: pathlib.P
     assert (
         "build() returned: got None; allowed: a torch.optim.Optimizer" in result.failed[0]["error"]
     )
+
+
+def test_a_users_task_says_its_data_is_missing_before_anything_trains(
+    tmp_path: pathlib.Path,
+) -> None:
+    missing = PLUGIN.replace(
+        "    def build_model(self):",
+        "    def check_data(self, data_dir):\n"
+        "        from demon_optim.study.datasets import DataUnavailableError\n"
+        "        raise DataUnavailableError('user-line: put line.csv in --data-dir')\n\n"
+        "    def build_model(self):",
+    )
+    write(tmp_path / "my_plugin.py", missing)
+    done = cli("run", str(study(tmp_path)), "--store", str(tmp_path / "s.sqlite"))
+    assert done.returncode == 2
+    assert done.stderr.strip() == "demon-optim: error: user-line: put line.csv in --data-dir"
+    assert not (tmp_path / "s.sqlite").exists()

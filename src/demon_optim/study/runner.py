@@ -101,12 +101,12 @@ def make_executor(executor: str | Executor, workers: int | None, address: str | 
 
 
 def check_data(study: Study) -> None:
-    """Stop before any training if a task's data set is missing (one line saying how to get it)."""
-    from demon_optim.study.datasets import check_task_data
+    """Stop before any training if a task's data is missing (``Task.check_data``: one line
+    saying how to get it)."""
     from demon_optim.study.tasks import get_task
 
     for name in study.tasks:
-        check_task_data(get_task(name), study.data_dir)
+        get_task(name).check_data(study.data_dir)
 
 
 def run(

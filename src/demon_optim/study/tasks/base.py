@@ -130,6 +130,18 @@ class Task(abc.ABC):
                 _DATA_CACHE[key] = data
         return data
 
+    def check_data(self, data_dir: pathlib.Path | str | None = None) -> None:
+        """Called once by the driver before anything trains: raise DataUnavailableError (or a
+        ConfigError) with a one-line message saying how to get the data if it is missing.
+
+        The default checks a task whose ``data_set`` is an entry of the data catalogue
+        (its files and checksums); a task of your own with files can say what it needs here,
+        so that a study stops at once instead of every trial failing.
+        """
+        from demon_optim.study.datasets import check_task_data
+
+        check_task_data(self, data_dir)
+
     @abc.abstractmethod
     def _load_data(self, data_dir: pathlib.Path | None) -> TaskData:
         """Load (or generate) the data; called at most once per process per data_key."""

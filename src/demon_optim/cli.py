@@ -81,6 +81,26 @@ def _parser() -> argparse.ArgumentParser:
         "started here; host:port; ray://host:10001); default: a local cluster started for "
         "this run",
     )
+    run.add_argument(
+        "--device",
+        metavar="DEVICE",
+        help="where trials train: auto (a CUDA GPU when there is one; the default), cpu, "
+        "cuda, cuda:N or mps; overrides the study's `device` (not part of a trial's id)",
+    )
+    run.add_argument(
+        "--workers-per-gpu",
+        type=int,
+        default=1,
+        metavar="K",
+        help="local executor on GPUs: K worker processes per GPU, for small models (default 1)",
+    )
+    run.add_argument(
+        "--gpus-per-trial",
+        type=float,
+        default=0,
+        metavar="F",
+        help="with --executor ray: the GPUs (or a fraction) each trial asks Ray for",
+    )
     run.add_argument("--no-progress", action="store_true", help="do not draw the progress bar")
     run.add_argument(
         "--data-dir",
@@ -261,6 +281,9 @@ def _run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         address=args.address,
         echo=echo,
+        device=args.device,
+        workers_per_gpu=args.workers_per_gpu,
+        gpus_per_trial=args.gpus_per_trial,
     )
     specs, progress = result.specs, result.progress
     assert progress is not None

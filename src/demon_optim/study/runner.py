@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from demon_optim.errors import ConfigError, EnvironmentFailure, describe_os_error, invalid, one_line
+from demon_optim.study import devices
 from demon_optim.study.executors import Executor, RunReport, run_study
 from demon_optim.study.results import TaskTable, summarize, to_markdown
 from demon_optim.study.spec import Study, TrialSpec, absolute_path, expand, load_study, parse_study
@@ -81,8 +82,17 @@ def resolve_study(study: str | os.PathLike[str] | Mapping[str, Any] | Study) -> 
     raise invalid("study", study, "a preset name, the path of a .toml study file, or a dict")
 
 
-def make_executor(executor: str | Executor, workers: int | None, address: str | None) -> Executor:
-    """``"local"`` (worker processes here), ``"ray"`` or an executor object."""
+def make_executor(
+    executor: str | Executor,
+    workers: int | None,
+    address: str | None,
+    *,
+    device: str = "cpu",
+    workers_per_gpu: int = 1,
+    gpus_per_trial: float = 0,
+) -> Executor:
+    """``"local"`` (worker processes here: one per GPU the study's device asks for, or per
+    core), ``"ray"`` (trials as Ray tasks, ``gpus_per_trial`` each) or an executor object."""
     if not isinstance(executor, str):
         if address is not None:
             raise ConfigError("address: only with executor 'ray'")
@@ -90,14 +100,29 @@ def make_executor(executor: str | Executor, workers: int | None, address: str | 
     if executor == "ray":
         from demon_optim.study.executors.ray import RayExecutor
 
-        return RayExecutor(address=address, workers=workers)
+        return RayExecutor(address=address, workers=workers, num_gpus_per_trial=gpus_per_trial)
     if executor != "local":
         raise invalid("executor", executor, ["local", "ray", "or an Executor object"])
     if address is not None:
         raise ConfigError("--address: only with --executor ray")
+    if gpus_per_trial:
+        raise ConfigError("--gpus-per-trial: only with --executor ray (locally: --workers-per-gpu)")
     from demon_optim.study.executors import LocalExecutor
 
-    return LocalExecutor(workers)
+    return LocalExecutor(
+        workers, gpus=devices.cuda_indices(device), workers_per_gpu=workers_per_gpu
+    )
+
+
+def _where(study: Study, executor: Executor) -> str:
+    """Where the trials run, for the header line."""
+    gpus = getattr(executor, "gpus", None)
+    if gpus:  # local workers, each pinned to one GPU
+        names = ", ".join(f"cuda:{i}" for i in gpus)
+        return f"GPU {names} ({getattr(executor, 'workers_per_gpu', 1)} worker(s) per GPU)"
+    if gpus is None:  # Ray or another executor: each worker resolves the study's device
+        return f"device {study.device} (as each worker resolves it)"
+    return f"device {devices.resolve(study.device)}"
 
 
 def check_data(study: Study) -> None:
@@ -119,6 +144,9 @@ def run(
     progress: bool = False,
     address: str | None = None,
     echo: Echo | None = None,
+    device: str | None = None,
+    workers_per_gpu: int = 1,
+    gpus_per_trial: float = 0,
 ) -> StudyRun:
     """Run a study as ``demon-optim run`` does and return its results (:class:`StudyRun`).
 
@@ -126,8 +154,10 @@ def run(
     ``store``: the results store (default ``runs/<study name>.sqlite``); finished trials in
     it are skipped, so calling this again resumes. ``workers``: trials at once (default: one
     per core). ``executor``: ``"local"``, ``"ray"`` (``address``: the cluster) or an
-    executor object. ``data_dir`` overrides the study's. ``echo`` receives what the command
-    prints on stderr (default: nothing is printed; a changed plugin is a warning).
+    executor object. ``data_dir`` and ``device`` override the study's; ``workers_per_gpu``
+    (local) and ``gpus_per_trial`` (Ray) share GPUs between trials. ``echo`` receives what
+    the command prints on stderr (default: nothing is printed; a changed plugin is a
+    warning).
     Raises ConfigError for a bad study or a missing data set (before any training) and
     EnvironmentFailure when the store cannot be written; failed trials do not raise.
     """
@@ -135,12 +165,23 @@ def run(
     spec = resolve_study(study)
     if data_dir is not None:
         spec = dataclasses.replace(spec, data_dir=absolute_path(data_dir))
+    if device is not None:
+        spec = dataclasses.replace(spec, device=devices.check_device("--device", device))
+    if executor == "local":  # a Ray cluster's workers have devices the driver may not
+        devices.require(spec.device, "--device" if device is not None else "device")
     check_data(spec)  # a missing data set stops the study here, before any training
     specs = expand(spec)
     store_path = (
         pathlib.Path(store) if store is not None else pathlib.Path("runs") / f"{spec.name}.sqlite"
     )
-    runner = make_executor(executor, workers, address)
+    runner = make_executor(
+        executor,
+        workers,
+        address,
+        device=spec.device,
+        workers_per_gpu=workers_per_gpu,
+        gpus_per_trial=gpus_per_trial,
+    )
     result = StudyRun(study=spec, specs=specs, store=store_path)
     with ResultStore(store_path) as results:
         changed = _changed_plugins(spec, specs, results)
@@ -158,7 +199,8 @@ def run(
         )
         say(
             f"study {spec.name}: {len(specs)} trials, {len(specs) - len(pending)} already in "
-            f"{store_path}; running {len(pending)} on {runner.workers} worker(s){shared}"
+            f"{store_path}; running {len(pending)} on {runner.workers} worker(s), "
+            f"{_where(spec, runner)}{shared}"
         )
         result.progress = run_study(specs, results, runner, progress=progress)
         result.rows = results.rows(s.trial_id for s in specs)

@@ -42,6 +42,12 @@ from typing import Any
 
 from demon_optim import _checks
 from demon_optim.errors import ConfigError, invalid
+from demon_optim.study.devices import (
+    DEFAULT_DEVICE,
+    DEFAULT_PRECISION,
+    check_device,
+    check_precision,
+)
 from demon_optim.study.methods import Value, get_method, method_names
 from demon_optim.study.methods.hyperparameters import jsonable
 from demon_optim.study.plugins import Plugin, load_plugins
@@ -68,6 +74,9 @@ KEYS = (
     "token_budget",
     "data_dir",
     "plugins",
+    "device",
+    "precision",
+    "channels_last",
     "grid",
 )
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # matched whole (re.fullmatch)
@@ -124,7 +133,9 @@ class TrialSpec:
 
     ``hyperparameters`` is a tuple of (name, value) pairs in the method's declaration order.
     Not part of the id: ``data_dir`` (the same data elsewhere is the same trial), ``plugins``
-    (imported by a worker before it runs the trial) and ``about``.
+    (imported by a worker before it runs the trial), ``about`` and ``device`` (the same trial
+    on a CPU and a GPU is one trial). ``precision`` and ``channels_last`` change the numbers:
+    they are in the id when they are not the default.
     """
 
     task: str
@@ -138,6 +149,9 @@ class TrialSpec:
     token_budget: int | None = None  # tokens per epoch, language-model tasks only
     plugins: tuple[Plugin, ...] = field(default=(), compare=False)
     about: TrialAbout | None = field(default=None, compare=False)
+    device: str = field(default=DEFAULT_DEVICE, compare=False)  # where: recorded, not hashed
+    precision: str = DEFAULT_PRECISION  # fp32 | bf16 | fp16 (AMP)
+    channels_last: bool = False  # image models in channels-last memory format
 
     @property
     def config(self) -> dict[str, Value]:
@@ -154,8 +168,10 @@ class TrialSpec:
             "seed": self.seed,
             "epochs": self.epochs,
             "batch_size": self.batch_size,
-            # only when set, so the ids of trials without a budget stay as they were
+            # only when set, so the ids of trials without them stay as they were
             **({"token_budget": self.token_budget} if self.token_budget is not None else {}),
+            **({"precision": self.precision} if self.precision != DEFAULT_PRECISION else {}),
+            **({"channels_last": True} if self.channels_last else {}),
         }
 
     @functools.cached_property
@@ -169,6 +185,7 @@ class TrialSpec:
         return {
             **self.identity(),
             "data_dir": self.data_dir,
+            "device": self.device,
             **({"plugins": [p.to_json() for p in self.plugins]} if self.plugins else {}),
             **({"about": self.about.to_json()} if self.about is not None else {}),
         }
@@ -192,12 +209,19 @@ class TrialSpec:
             token_budget=data.get("token_budget"),
             plugins=tuple(Plugin.from_json(p) for p in data.get("plugins", ())),
             about=None if about is None else TrialAbout(**about),
+            device=data.get("device", DEFAULT_DEVICE),
+            precision=data.get("precision", DEFAULT_PRECISION),
+            channels_last=bool(data.get("channels_last", False)),
         )
 
     def label(self) -> str:
         """Short human-readable description, e.g. for error summaries."""
         config = ", ".join(f"{k}={jsonable(v)}" for k, v in self.hyperparameters)
         budget = f", {self.token_budget} tokens/epoch" if self.token_budget else ""
+        if self.precision != DEFAULT_PRECISION:
+            budget += f", {self.precision}"
+        if self.channels_last:
+            budget += ", channels_last"
         return (
             f"{self.task} {self.method} [{config}] seed {self.seed}, {self.epochs} epochs{budget}"
         )
@@ -223,6 +247,9 @@ class Study:
     grids: Mapping[str, Mapping[str, tuple[Value, ...]]] = field(default_factory=dict)
     description: str = ""
     plugins: tuple[Plugin, ...] = ()
+    device: str = DEFAULT_DEVICE
+    precision: str = DEFAULT_PRECISION
+    channels_last: bool = False
 
 
 # --- parsing ------------------------------------------------------------------------------
@@ -359,6 +386,13 @@ def parse_study(
             path = base_dir / path
         data_dir = absolute_path(path)
 
+    device = check_device("device", data.get("device", DEFAULT_DEVICE))
+    precision = check_precision("precision", data.get("precision", DEFAULT_PRECISION))
+    channels_last = _checks.flag("channels_last", data.get("channels_last", False))
+    if channels_last and not any(get_task(t).image_model for t in tasks):
+        images = [n for n in task_names() if get_task(n).image_model]
+        raise invalid("channels_last", True, f"only with an image task ({', '.join(images)})")
+
     grids = _parse_grids(data.get("grid", {}), methods)
     return Study(
         name=name,
@@ -372,6 +406,9 @@ def parse_study(
         grids=grids,
         description=description,
         plugins=plugins,
+        device=device,
+        precision=precision,
+        channels_last=channels_last,
     )
 
 
@@ -399,6 +436,7 @@ def expand(study: Study) -> list[TrialSpec]:
         task = get_task(task_name)
         batch_size = study.batch_size or task.batch_size
         token_budget = study.token_budget if task.uses_token_budget else None
+        channels_last = study.channels_last and task.image_model
         for epochs in study.epochs or (task.epochs,):
             for method_name in study.methods:
                 method = get_method(method_name)
@@ -416,6 +454,9 @@ def expand(study: Study) -> list[TrialSpec]:
                             token_budget=token_budget,
                             plugins=study.plugins,
                             about=about,
+                            device=study.device,
+                            precision=study.precision,
+                            channels_last=channels_last,
                         )
                         specs.setdefault(spec.trial_id, spec)
     return list(specs.values())

@@ -18,6 +18,7 @@ number of torch threads (the executors use one) gives the same metrics.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import platform
@@ -28,6 +29,7 @@ from typing import Any
 
 import torch
 
+from demon_optim.study import devices
 from demon_optim.study.methods import Budget, applied_reader, get_method
 from demon_optim.study.spec import TrialSpec
 from demon_optim.study.tasks import Task, TaskData, get_task
@@ -83,9 +85,12 @@ def run_trial(spec: TrialSpec, data: TaskData, task: Task | None = None) -> Tria
     deterministic = torch.are_deterministic_algorithms_enabled()
     warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
     torch.use_deterministic_algorithms(True, warn_only=True)
+    device_info: dict[str, str] = {}
     try:
+        device = devices.resolve(spec.device)
+        device_info = devices.describe(device)
         task = task or get_task(spec.task)
-        status, val, test, history, note = _train(spec, task, data)
+        status, val, test, history, note = _train(spec, task, data, device)
         error = tb = None
         if status == "diverged":
             error = note
@@ -103,14 +108,28 @@ def run_trial(spec: TrialSpec, data: TaskData, task: Task | None = None) -> Tria
         history=tuple(history),
         wall_time_s=time.perf_counter() - start,
         started_at=started_at,
-        versions=versions(),
+        versions={**versions(), **device_info},
         error=error,
         traceback=tb,
     )
 
 
+# The last data set moved to a device, so that a worker's trials share one copy there.
+_on_device: list[tuple[TaskData, torch.device, TaskData]] = []
+
+
+def _data_on(data: TaskData, device: torch.device) -> TaskData:
+    if device.type == "cpu":
+        return data
+    if _on_device and _on_device[0][0] is data and _on_device[0][1] == device:
+        return _on_device[0][2]
+    moved = data.to(device)
+    _on_device[:] = [(data, device, moved)]
+    return moved
+
+
 def _train(
-    spec: TrialSpec, task: Task, data: TaskData
+    spec: TrialSpec, task: Task, data: TaskData, device: torch.device
 ) -> tuple[str, float | None, float | None, list[dict[str, Any]], str | None]:
     method = get_method(spec.method)
     config = method.check_config(spec.config)
@@ -122,15 +141,28 @@ def _train(
             f"training examples at batch size {batch}; a trial needs at least 1 step per epoch"
         )
     budget = Budget(spec.epochs, steps, task.higher_is_better)
+    data = _data_on(data, device)
 
     torch.manual_seed(spec.seed)
-    model = task.build_model()
+    model = task.build_model()  # built on the CPU, so its initial weights are the CPU's
+    if device.type != "cpu":
+        model = model.to(device)
+    channels_last = spec.channels_last
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
     shuffle = torch.Generator().manual_seed(spec.seed)
     # a generator of its own, so that augmentation does not change the shuffling order
     augment = torch.Generator().manual_seed(spec.seed + 1_000_003)
     training = method.build(model.parameters(), config, budget)
     optimizer, after_step = training.optimizer, training.after_step
     applied = applied_reader(optimizer)
+    # mixed precision: forward and loss under autocast; fp16 with a gradient scaler
+    amp_dtype = devices.AMP_DTYPES.get(spec.precision)
+    if amp_dtype is None:
+        autocast: Any = contextlib.nullcontext
+    else:
+        autocast = functools.partial(torch.autocast, device.type, dtype=amp_dtype)
+    scaler = torch.amp.GradScaler(device.type) if spec.precision == "fp16" else None
     # the task's hooks, looked up once (the loop is kept lean)
     loss_fn, forward, detach = task.loss, task.forward, task.detach_state
     grad_clip, parameters = task.grad_clip, list(model.parameters())
@@ -151,8 +183,11 @@ def _train(
         for i, (inputs, targets) in enumerate(batches):
             if i == steps:
                 raise _miscounted(task, steps, epoch, f"more than {steps}")
-            outputs, state = forward(model, inputs, detach(state))
-            loss = loss_fn(outputs, targets)
+            if channels_last and inputs.ndim == 4:
+                inputs = inputs.contiguous(memory_format=torch.channels_last)
+            with autocast():
+                outputs, state = forward(model, inputs, detach(state))
+                loss = loss_fn(outputs, targets)
             value = loss.item()
             if not math.isfinite(value):
                 step = (epoch - 1) * steps + i
@@ -160,17 +195,26 @@ def _train(
                 return "diverged", None, None, history, note
             total += value
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if grad_clip is not None:
-                clip(parameters, grad_clip)
-            optimizer.step()
+            if scaler is None:
+                loss.backward()
+                if grad_clip is not None:
+                    clip(parameters, grad_clip)
+                optimizer.step()
+            else:  # a step with inf/nan gradients is skipped by the scaler, as torch does
+                scaler.scale(loss).backward()
+                if grad_clip is not None:
+                    scaler.unscale_(optimizer)
+                    clip(parameters, grad_clip)
+                scaler.step(optimizer)
+                scaler.update()
             if i == last:
                 lr, momentum = applied()  # before the schedulers move them on
             for hook in after_step:
                 hook()
         if i != last:
             raise _miscounted(task, steps, epoch, f"{i + 1}")
-        val = task.evaluate(model, data.val)
+        with autocast():
+            val = task.evaluate(model, data.val)
         if not math.isfinite(val):
             note = f"non-finite validation {task.metric} ({val}) after epoch {epoch}"
             return "diverged", None, None, history, note
@@ -186,7 +230,8 @@ def _train(
                 "elapsed_s": time.perf_counter() - start,
             }
         )
-    test = task.evaluate(model, data.test)
+    with autocast():
+        test = task.evaluate(model, data.test)
     if not math.isfinite(test):
         return "diverged", None, None, history, f"non-finite test {task.metric} ({test})"
     return "done", val, test, history, None

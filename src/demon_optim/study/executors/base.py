@@ -30,6 +30,7 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
+from demon_optim.study.devices import deterministic_cuda
 from demon_optim.study.plugins import import_plugins
 from demon_optim.study.spec import TrialSpec
 from demon_optim.study.tasks import get_task
@@ -51,8 +52,10 @@ class Executor(Protocol):
 
 
 def setup_worker() -> None:
-    """Per-process set-up of a worker: one torch thread (workers are the parallelism)."""
+    """Per-process set-up of a worker: one torch thread (workers are the parallelism), and
+    CUDA asked for determinism before its first use (``devices.deterministic_cuda``)."""
     torch.set_num_threads(1)
+    deterministic_cuda()
 
 
 def execute(spec: TrialSpec) -> TrialResult:

@@ -16,12 +16,13 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import signal
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from multiprocessing.context import BaseContext
 
 import torch
 
 from demon_optim.errors import invalid
+from demon_optim.study.devices import PINNED_ENV
 from demon_optim.study.executors.base import (
     execute,
     failed_result,
@@ -41,10 +42,13 @@ def default_workers() -> int:
 
 
 class LocalExecutor:
-    """A process pool of ``workers`` processes (default: one per core).
+    """A process pool of ``workers`` processes (default: one per core, or per GPU).
 
     ``in_process`` (default: ``workers == 1``) runs trials in the calling process instead,
     with one torch thread: no start-up cost, and monkeypatching works in tests.
+    ``gpus``: host GPU indices to spread the workers over, ``workers_per_gpu`` of them each
+    (default ``workers``: ``len(gpus) * workers_per_gpu``); each worker process sees only its
+    GPU (``CUDA_VISIBLE_DEVICES``), where a trial's ``cuda:N`` is ``cuda:0``.
     """
 
     def __init__(
@@ -53,14 +57,28 @@ class LocalExecutor:
         *,
         in_process: bool | None = None,
         start_method: str = "spawn",
+        gpus: Sequence[int] = (),
+        workers_per_gpu: int = 1,
     ) -> None:
+        if isinstance(workers_per_gpu, bool) or not isinstance(workers_per_gpu, int):
+            raise invalid("workers_per_gpu", workers_per_gpu, "integers >= 1")
+        if workers_per_gpu < 1:
+            raise invalid("workers_per_gpu", workers_per_gpu, "integers >= 1")
+        self.gpus = tuple(gpus)
         if workers is None:
-            workers = default_workers()
+            workers = len(self.gpus) * workers_per_gpu if self.gpus else default_workers()
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
             raise invalid("workers", workers, "integers >= 1")
         self.workers = workers
+        self.workers_per_gpu = workers_per_gpu
         self.in_process = workers == 1 if in_process is None else in_process
         self.start_method = start_method
+
+    def gpu_of(self, slot: int) -> int | None:
+        """The host GPU worker ``slot`` is pinned to (None: no GPUs, all visible)."""
+        if not self.gpus:
+            return None
+        return self.gpus[(slot // self.workers_per_gpu) % len(self.gpus)]
 
     def map_unordered(self, specs: Iterable[TrialSpec]) -> Iterator[TrialResult]:
         """Yield each spec's result as it finishes; closing the generator stops the workers.
@@ -89,7 +107,7 @@ class LocalExecutor:
         try:
             while len(workers) < self.workers and (spec := next(todo, None)) is not None:
                 with sigint_ignored():  # children inherit SIG_IGN across spawn's exec
-                    workers.append(_Worker(context))
+                    workers.append(_Worker(context, self.gpu_of(len(workers))))
                 workers[-1].assign(spec)
             while busy := [w for w in workers if w.current is not None]:
                 waiting = {}
@@ -118,13 +136,14 @@ class LocalExecutor:
 class _Worker:
     """One worker process and the driver's end of its pipe."""
 
-    def __init__(self, context: BaseContext) -> None:
+    def __init__(self, context: BaseContext, gpu: int | None = None) -> None:
         self.current: TrialSpec | None = None
+        self.gpu = gpu
         self.restart(context)
 
     def restart(self, context: BaseContext) -> None:
         self.connection, child_end = context.Pipe()
-        self.process = context.Process(target=_worker_main, args=(child_end,), daemon=True)
+        self.process = context.Process(target=_worker_main, args=(child_end, self.gpu), daemon=True)
         self.process.start()
         child_end.close()
 
@@ -173,9 +192,12 @@ class _Worker:
         self.connection.close()
 
 
-def _worker_main(connection: multiprocessing.connection.Connection) -> None:
+def _worker_main(connection: multiprocessing.connection.Connection, gpu: int | None) -> None:
     """A worker's loop: receive a spec, send back its result; None (or no driver) ends it."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if gpu is not None:  # before CUDA's first use in this process, which reads it once
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
+        os.environ[PINNED_ENV] = str(gpu)
     setup_worker()
     driver = multiprocessing.parent_process()
     while True:

@@ -63,6 +63,7 @@ class ImageClassificationTask(ClassificationTask):
 
     crop_padding: ClassVar[int] = 0
     flip: ClassVar[bool] = False
+    image_model: ClassVar[bool] = True
     data_set: ClassVar[str]  # the catalogue entry this task's data comes from
 
     def augment(self, inputs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

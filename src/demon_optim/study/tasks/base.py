@@ -47,6 +47,15 @@ class Split:
     def __len__(self) -> int:
         return len(self.targets)
 
+    def to(self, device: torch.device) -> Split:
+        """The split on ``device`` (itself when it is there already)."""
+        if self.inputs.device == device and self.targets.device == device:
+            return self
+        inputs = self.inputs.to(device)
+        # VAE splits hold one tensor as inputs and targets: keep them one
+        targets = inputs if self.targets is self.inputs else self.targets.to(device)
+        return Split(inputs, targets)
+
 
 @dataclass(frozen=True)
 class TaskData:
@@ -60,6 +69,10 @@ class TaskData:
     train: Split
     val: Split
     test: Split
+
+    def to(self, device: torch.device) -> TaskData:
+        """The three splits on ``device`` (a GPU trial holds its small data sets there)."""
+        return TaskData(self.train.to(device), self.val.to(device), self.test.to(device))
 
 
 # Per-process cache of loaded data, keyed by (data_key, data_dir). A lock so that threads of
@@ -119,6 +132,8 @@ class Task(abc.ABC):
     # every backward pass (None: no clipping); whether a study's token_budget applies.
     grad_clip: ClassVar[float | None] = None
     uses_token_budget: ClassVar[bool] = False
+    # inputs are [B, C, H, W] images: a study's channels_last reaches the task's trials
+    image_model: ClassVar[bool] = False
 
     def load_data(self, data_dir: pathlib.Path | None = None) -> TaskData:
         """Return the task's splits; deterministic, and loaded once per process per data_key."""

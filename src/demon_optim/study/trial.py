@@ -9,6 +9,10 @@ the validation metric, and the learning rate and momentum applied at the epoch's
 It stops at the first non-finite training loss (status ``diverged``, before stepping on it)
 and turns any exception into status ``failed`` with the traceback, so a study goes on.
 
+The model is built on the CPU, then it and the task's splits go to the trial's device
+(:mod:`demon_optim.study.devices`); with ``precision`` bf16 or fp16 the forward pass, the
+loss and evaluation run under ``torch.autocast``, fp16 with a gradient scaler.
+
 Determinism: ``torch.manual_seed(seed)`` before the model is built and private
 ``torch.Generator`` s seeded with ``seed`` for the order of the batches and with
 ``seed + 1_000_003`` for augmentation; deterministic algorithms are requested (warn-only)

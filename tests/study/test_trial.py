@@ -73,7 +73,8 @@ def test_record_contents() -> None:
     assert result.history[0]["train_loss"] > result.history[-1]["train_loss"]
     momenta = [r["momentum"] for r in result.history]
     assert momenta == sorted(momenta, reverse=True) and momenta[-1] < 0.9  # Demon decays
-    assert set(result.versions) == {"python", "torch", "numpy", "demon_optim"}
+    assert set(result.versions) == {"python", "torch", "numpy", "demon_optim", "device"}
+    assert result.versions["device"] == "cpu"  # where it ran (not part of the id)
     assert result.wall_time_s > 0 and result.started_at > 0
     assert torch.are_deterministic_algorithms_enabled() is False  # restored after the trial
 

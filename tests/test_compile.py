@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 import torch
-from torch._dynamo.testing import CompileCounter
+from torch._dynamo.testing import CompileCounter, CompileCounterWithBackend
 
 from demon_optim import DemonAdam, DemonSGD, MomentumScheduler
+from tests.conftest import DEVICES, cuda_only
 
 MAKERS = {
     "demon-sgd": lambda ps: DemonSGD(ps, lr=0.05, nesterov=True, total_steps=15),
@@ -22,13 +25,14 @@ def fresh_dynamo():
     torch._dynamo.reset()
 
 
-@pytest.mark.parametrize("name", list(MAKERS))
-def test_compiled_step_does_not_recompile_as_beta_moves(name):
+def compiled_against_eager(name: str, device: str, counter: CompileCounter) -> list[int]:
+    """20 steps of a compiled ``optimizer.step()`` beside an eager one; the frame counts."""
     gen = torch.Generator().manual_seed(0)
-    compiled_params = [torch.nn.Parameter(torch.randn(8, generator=gen)) for _ in range(2)]
+    compiled_params = [
+        torch.nn.Parameter(torch.randn(8, generator=gen).to(device)) for _ in range(2)
+    ]
     eager_params = [torch.nn.Parameter(p.detach().clone()) for p in compiled_params]
     compiled_opt, eager_opt = MAKERS[name](compiled_params), MAKERS[name](eager_params)
-    counter = CompileCounter()
 
     @torch.compile(backend=counter)
     def compiled_step():
@@ -37,16 +41,36 @@ def test_compiled_step_does_not_recompile_as_beta_moves(name):
     frames = []
     for _ in range(20):  # past total_steps: beta moves every step, then sits at 0
         for p, q in zip(compiled_params, eager_params, strict=True):
-            g = torch.randn(8, generator=gen)
+            g = torch.randn(8, generator=gen).to(device)
             p.grad, q.grad = g.clone(), g.clone()
         compiled_step()
         eager_opt.step()
         frames.append(counter.frame_count)
-    assert frames[-1] <= 2, frames  # first step (creates state) and steady state
-    assert frames[3] == frames[-1], frames
     assert compiled_opt.get_last_momentum() == eager_opt.get_last_momentum()
     for p, q in zip(compiled_params, eager_params, strict=True):
         torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-6)
+    return frames
+
+
+@pytest.mark.parametrize("name", list(MAKERS))
+@pytest.mark.parametrize("device", DEVICES)
+def test_compiled_step_does_not_recompile_as_beta_moves(name, device):
+    """On CUDA the step's scalars are graph inputs on the GPU (a CPU scalar would be copied
+    over with a host sync each step)."""
+    frames = compiled_against_eager(name, device, CompileCounter())
+    assert frames[-1] <= 2, frames  # first step (creates state) and steady state
+    assert frames[3] == frames[-1], frames
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("triton") is None, reason="inductor needs triton on a GPU"
+)
+@pytest.mark.parametrize("name", list(MAKERS))
+@cuda_only
+def test_compiled_step_with_inductor_on_cuda(name):
+    """What a user gets from torch.compile(optimizer.step) on a GPU: inductor's kernels."""
+    frames = compiled_against_eager(name, "cuda", CompileCounterWithBackend("inductor"))
+    assert frames[-1] <= 2 and frames[3] == frames[-1], frames
 
 
 @pytest.mark.parametrize("name", list(MAKERS))

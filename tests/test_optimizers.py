@@ -12,9 +12,13 @@ import torch
 
 from demon_optim import DemonAdam, DemonAdamW, DemonSGD
 from tests import reference as ref
+from tests.conftest import DEVICES, cuda_only
 
 SHAPES = [(37,), (5, 4), (64,)]
 STEPS = 300  # past both groups' total_steps (100 and 250)
+# float32 against the float64 reference on a GPU: the kernels may contract into fused
+# multiply-adds, so allow more than the CPU's 2e-5 (which the CPU meets with 6x to spare)
+CUDA_FLOAT32_TOL = 5e-5
 
 # One table drives the generic tests: (name, optimizer class, group-A options, reference group)
 SGD_CONFIGS = {
@@ -34,12 +38,24 @@ ADAM_CONFIGS = {
 }
 
 
-def initial_params(dtype: torch.dtype) -> list[torch.nn.Parameter]:
+def initial_params(dtype: torch.dtype, device: str = "cpu") -> list[torch.nn.Parameter]:
+    """The same values on every device (drawn on the CPU, then moved)."""
     gen = torch.Generator().manual_seed(0)
     return [
-        torch.nn.Parameter(torch.randn(s, generator=gen, dtype=torch.float64).to(dtype))
+        torch.nn.Parameter(torch.randn(s, generator=gen, dtype=torch.float64).to(dtype).to(device))
         for s in SHAPES
     ]
+
+
+def tolerance(dtype: torch.dtype, tol: float, device: str) -> float:
+    """The CPU's tolerance; float32 on a GPU gets CUDA_FLOAT32_TOL."""
+    if device != "cpu" and dtype == torch.float32:
+        return max(tol, CUDA_FLOAT32_TOL)
+    return tol
+
+
+def as_numpy(tensor: torch.Tensor) -> np.ndarray:
+    return tensor.detach().cpu().double().flatten().numpy()
 
 
 def build(kind: str, options: dict, params: list[torch.nn.Parameter], fused: bool | None):
@@ -68,8 +84,8 @@ def reference_groups(kind: str, options: dict):
 def set_grads(params, k: int) -> None:
     for i, p in enumerate(params):
         if ref.has_grad(k, i):
-            g = ref.quadratic_grad(p.detach().double().flatten().numpy(), k, i)
-            p.grad = torch.from_numpy(g).reshape(p.shape).to(p.dtype)
+            g = ref.quadratic_grad(as_numpy(p), k, i)
+            p.grad = torch.from_numpy(g).reshape(p.shape).to(p.dtype).to(p.device)
         else:
             p.grad = None
 
@@ -93,15 +109,15 @@ def run_reference(kind: str, options: dict, steps: int) -> list[np.ndarray]:
     return [params[i] for i in range(len(SHAPES))]
 
 
-def run_optimizer(kind, options, dtype, fused, steps=STEPS):
-    params = initial_params(dtype)
+def run_optimizer(kind, options, dtype, fused, steps=STEPS, device="cpu"):
+    params = initial_params(dtype, device)
     opt = build(kind, options, params, fused)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for k in range(steps):
             set_grads(params, k)
             opt.step()
-    return [p.detach().double().flatten().numpy() for p in params], opt
+    return [as_numpy(p) for p in params], opt
 
 
 ALL = [("sgd", n, o) for n, o in SGD_CONFIGS.items()] + [
@@ -114,9 +130,11 @@ ALL = [("sgd", n, o) for n, o in SGD_CONFIGS.items()] + [
     ("dtype", "tol"), [(torch.float64, 1e-11), (torch.float32, 2e-5)], ids=["f64", "f32"]
 )
 @pytest.mark.parametrize(("kind", "name", "options"), ALL, ids=[n for _, n, _ in ALL])
-def test_matches_float64_reference(kind, name, options, dtype, tol, fused):
+@pytest.mark.parametrize("device", DEVICES)
+def test_matches_float64_reference(kind, name, options, dtype, tol, fused, device):
+    tol = tolerance(dtype, tol, device)
     expected = run_reference(kind, options, STEPS)
-    got, _ = run_optimizer(kind, options, dtype, fused)
+    got, _ = run_optimizer(kind, options, dtype, fused, device=device)
     for e, g in zip(expected, got, strict=True):
         assert ref.relative_error(g, e) < tol
 
@@ -131,8 +149,8 @@ def test_reference_decays_momentum():
 # --- exact equivalences -------------------------------------------------------------------
 
 
-def train(make, steps=250, dtype=torch.float32):
-    params = initial_params(dtype)
+def train(make, steps=250, dtype=torch.float32, device="cpu"):
+    params = initial_params(dtype, device)
     opt = make(params)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -161,17 +179,23 @@ SGD_OPTIONS = [
     [(False, {"foreach": False}), (True, {"fused": True})],
     ids=["loop", "fused"],
 )
-def test_constant_schedule_is_torch_sgd(options, fused, torch_impl):
+@pytest.mark.parametrize("device", DEVICES)
+def test_constant_schedule_is_torch_sgd(options, fused, torch_impl, device):
     ours, _ = train(
         lambda p: DemonSGD(
             p, lr=0.05, momentum=0.9, total_steps=100, schedule="constant", fused=fused, **options
-        )
+        ),
+        device=device,
     )
-    theirs, _ = train(lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9, **torch_impl, **options))
+    theirs, _ = train(
+        lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9, **torch_impl, **options),
+        device=device,
+    )
     assert_bitwise(ours, theirs)
 
 
-def test_constant_damped_demon_adam_is_torch_adam():
+@pytest.mark.parametrize("device", DEVICES)
+def test_constant_damped_demon_adam_is_torch_adam(device):
     def ours(fused):
         return lambda p: DemonAdam(
             p,
@@ -183,22 +207,26 @@ def test_constant_damped_demon_adam_is_torch_adam():
             fused=fused,
         )
 
-    theirs, _ = train(lambda p: torch.optim.Adam(p, lr=3e-3, weight_decay=1e-2, foreach=False))
-    loop, _ = train(ours(False))
+    theirs, _ = train(
+        lambda p: torch.optim.Adam(p, lr=3e-3, weight_decay=1e-2, foreach=False), device=device
+    )
+    loop, _ = train(ours(False), device=device)
     assert_bitwise(loop, theirs)
     # the fused path folds the bias corrections into lr and eps: equal up to float rounding
-    fused, _ = train(ours(True))
+    fused, _ = train(ours(True), device=device)
     for a, b in zip(fused, theirs, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
-def test_constant_decoupled_damped_is_torch_adamw():
+@pytest.mark.parametrize("device", DEVICES)
+def test_constant_decoupled_damped_is_torch_adamw(device):
     ours, _ = train(
         lambda p: DemonAdamW(
             p, lr=3e-3, total_steps=50, damped=True, schedule="constant", fused=False
-        )
+        ),
+        device=device,
     )
-    theirs, _ = train(lambda p: torch.optim.AdamW(p, lr=3e-3, foreach=False))
+    theirs, _ = train(lambda p: torch.optim.AdamW(p, lr=3e-3, foreach=False), device=device)
     assert_bitwise(ours, theirs)
 
 
@@ -208,10 +236,11 @@ def test_demon_adamw_defaults():
     assert group["weight_decay"] == 1e-2 and group["decoupled_weight_decay"] is True
 
 
-def test_fused_and_loop_paths_agree():
+@pytest.mark.parametrize("device", DEVICES)
+def test_fused_and_loop_paths_agree(device):
     for kind, options in (("sgd", {"nesterov": True}), ("adam", {}), ("adam", {"damped": True})):
-        a, _ = run_optimizer(kind, options, torch.float64, fused=False)
-        b, _ = run_optimizer(kind, options, torch.float64, fused=True)
+        a, _ = run_optimizer(kind, options, torch.float64, fused=False, device=device)
+        b, _ = run_optimizer(kind, options, torch.float64, fused=True, device=device)
         for x, y in zip(a, b, strict=True):
             assert ref.relative_error(x, y) < 1e-12
 
@@ -242,6 +271,41 @@ def test_save_load_continue_is_uninterrupted(kind, name, options, fused):
             set_grads(fresh, k)
             opt2.step()
     for a, b in zip(straight, [p.detach().double().flatten().numpy() for p in fresh], strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+SAVE_LOAD_ON_CUDA = ["sgd-nesterov", "adam", "adam-damped-decoupled"]
+
+
+@cuda_only
+@pytest.mark.parametrize("name", SAVE_LOAD_ON_CUDA)
+def test_cuda_checkpoint_through_the_cpu_continues_uninterrupted(name):
+    """Saved from CUDA, loaded on the CPU (map_location), then into an optimizer of CUDA
+    parameters: torch moves the state to the parameters' device; bit for bit."""
+    kind, options = next((k, o) for k, n, o in ALL if n == name)
+    straight, _ = run_optimizer(kind, options, torch.float32, None, device="cuda")
+    params = initial_params(torch.float32, "cuda")
+    opt = build(kind, options, params, None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for k in range(150):
+            set_grads(params, k)
+            opt.step()
+        buffer = io.BytesIO()
+        torch.save({"params": [p.detach() for p in params], "opt": opt.state_dict()}, buffer)
+        buffer.seek(0)
+        saved = torch.load(buffer, weights_only=False, map_location="cpu")
+        fresh = [torch.nn.Parameter(t.clone().cuda()) for t in saved["params"]]
+        opt2 = build(kind, options, fresh, None)
+        opt2.load_state_dict(saved["opt"])
+        for state in opt2.state.values():
+            for value in state.values():
+                if isinstance(value, torch.Tensor):
+                    assert value.device.type == "cuda"
+        for k in range(150, STEPS):
+            set_grads(fresh, k)
+            opt2.step()
+    for a, b in zip(straight, [as_numpy(p) for p in fresh], strict=True):
         np.testing.assert_array_equal(a, b)
 
 

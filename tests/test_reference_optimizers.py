@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import math
 import os
@@ -18,6 +19,8 @@ from demon_optim.optim import QHM, AggMo, QHAdam, YellowFin
 from demon_optim.optim import qhadam as qhadam_module
 from tests import reference as ref
 from tests import reference_others as ro
+from tests.conftest import DEVICES, cuda_only
+from tests.test_optimizers import tolerance
 
 SHAPES = [(37,), (5, 4), (64,)]
 MEMBERS = [[0, 1], [2]]  # parameter indices of the two groups
@@ -90,10 +93,11 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def initial_params(dtype: torch.dtype) -> list[torch.nn.Parameter]:
+def initial_params(dtype: torch.dtype, device: str = "cpu") -> list[torch.nn.Parameter]:
+    """The same values on every device (drawn on the CPU, then moved)."""
     gen = torch.Generator().manual_seed(0)
     return [
-        torch.nn.Parameter(torch.randn(s, generator=gen, dtype=torch.float64).to(dtype))
+        torch.nn.Parameter(torch.randn(s, generator=gen, dtype=torch.float64).to(dtype).to(device))
         for s in SHAPES
     ]
 
@@ -179,8 +183,8 @@ def run_reference(kind, options, steps=STEPS, before_step=None):
 def set_grads(params, k: int, sign: float = 1.0) -> None:
     for i, p in enumerate(params):
         if ref.has_grad(k, i):
-            g = ref.quadratic_grad(p.detach().double().flatten().numpy(), k, i)
-            p.grad = (sign * torch.from_numpy(g)).reshape(p.shape).to(p.dtype)
+            g = ref.quadratic_grad(p.detach().cpu().double().flatten().numpy(), k, i)
+            p.grad = (sign * torch.from_numpy(g)).reshape(p.shape).to(p.dtype).to(p.device)
         else:
             p.grad = None
 
@@ -197,7 +201,7 @@ def train(opt, params, start=0, stop=STEPS, sign=1.0, after_step=None):
 
 
 def flat(params):
-    return [p.detach().double().flatten().numpy().copy() for p in params]
+    return [p.detach().cpu().double().flatten().numpy().copy() for p in params]
 
 
 def close_to_reference(got, expected, tol):
@@ -212,10 +216,12 @@ def close_to_reference(got, expected, tol):
     ("dtype", "tol"), [(torch.float64, 1e-10), (torch.float32, 2e-5)], ids=["f64", "f32"]
 )
 @pytest.mark.parametrize("name", NAMES)
-def test_matches_float64_reference(name, dtype, tol, fused):
+@pytest.mark.parametrize("device", DEVICES)
+def test_matches_float64_reference(name, dtype, tol, fused, device):
+    tol = tolerance(dtype, tol, device)
     kind, options = CONFIGS[name]
     expected, tuner = run_reference(kind, options)
-    params = initial_params(dtype)
+    params = initial_params(dtype, device)
     opt = train(build(kind, options, params, fused), params)
     assert close_to_reference(flat(params), expected, tol)
     if tuner is not None:  # the tuned values themselves
@@ -235,8 +241,8 @@ def test_references_move():
 # --- exact special cases -------------------------------------------------------------------
 
 
-def run_single(make, steps=250, dtype=torch.float32, sign=1.0):
-    params = initial_params(dtype)
+def run_single(make, steps=250, dtype=torch.float32, sign=1.0, device="cpu"):
+    params = initial_params(dtype, device)
     opt = make(params)
     train(opt, params, stop=steps, sign=sign)
     return [p.detach().clone() for p in params], opt
@@ -274,15 +280,21 @@ SGD_IDS = ["plain", "wd", "max-wd"]
 
 @pytest.mark.parametrize("fused", [False, True], ids=["loop", "fused"])
 @pytest.mark.parametrize("options", SGD_VARIANTS, ids=SGD_IDS)
-def test_qhm_nu0_is_plain_sgd(options, fused):
+@pytest.mark.parametrize("device", DEVICES)
+def test_qhm_nu0_is_plain_sgd(options, fused, device):
     """Bitwise on both paths: nu = 0 always takes the for-loop (it keeps the buffer too)."""
-    ours, _ = run_single(lambda p: QHM(p, lr=0.05, momentum=0.9, nu=0.0, fused=fused, **options))
-    theirs, _ = run_single(lambda p: torch.optim.SGD(p, lr=0.05, foreach=False, **options))
+    ours, _ = run_single(
+        lambda p: QHM(p, lr=0.05, momentum=0.9, nu=0.0, fused=fused, **options), device=device
+    )
+    theirs, _ = run_single(
+        lambda p: torch.optim.SGD(p, lr=0.05, foreach=False, **options), device=device
+    )
     assert_bitwise(ours, theirs)
 
 
 @pytest.mark.parametrize("weight_decay", [0.0, 1e-2])
-def test_qhm_nu1_is_ema_momentum_sgd(weight_decay):
+@pytest.mark.parametrize("device", DEVICES)
+def test_qhm_nu1_is_ema_momentum_sgd(weight_decay, device):
     """Bitwise on the for-loop; to float rounding on the fused path and vs torch SGD."""
 
     def ours(fused):
@@ -290,13 +302,14 @@ def test_qhm_nu1_is_ema_momentum_sgd(weight_decay):
             p, lr=0.5, momentum=0.9, nu=1.0, weight_decay=weight_decay, fused=fused
         )
 
-    ema, _ = run_single(lambda p: EMAMomentumSGD(p, 0.5, 0.9, weight_decay))
-    loop, _ = run_single(ours(False))
+    ema, _ = run_single(lambda p: EMAMomentumSGD(p, 0.5, 0.9, weight_decay), device=device)
+    loop, _ = run_single(ours(False), device=device)
     assert_bitwise(loop, ema)
-    fused, _ = run_single(ours(True))
+    fused, _ = run_single(ours(True), device=device)
     # torch's b' = beta b' + g from b' = 0 is b / (1 - beta): the same steps with lr (1 - beta)
     torch_sgd, _ = run_single(
-        lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9, weight_decay=weight_decay)
+        lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9, weight_decay=weight_decay),
+        device=device,
     )
     for other in (fused, torch_sgd):
         for a, b in zip(other, ema, strict=True):
@@ -318,16 +331,19 @@ ADAM_VARIANTS = [
 @pytest.mark.parametrize(
     ("options", "torch_cls", "torch_options"), ADAM_VARIANTS, ids=["plain", "wd", "max", "adamw"]
 )
-def test_qhadam_nus_one_is_torch_adam(options, torch_cls, torch_options):
+@pytest.mark.parametrize("device", DEVICES)
+def test_qhadam_nus_one_is_torch_adam(options, torch_cls, torch_options, device):
     """Bitwise on the for-loop; the fused path folds the bias corrections: float rounding."""
 
     def ours(fused):
         return lambda p: QHAdam(p, lr=3e-3, nus=(1.0, 1.0), fused=fused, **options)
 
-    theirs, _ = run_single(lambda p: torch_cls(p, lr=3e-3, foreach=False, **torch_options))
-    loop, _ = run_single(ours(False))
+    theirs, _ = run_single(
+        lambda p: torch_cls(p, lr=3e-3, foreach=False, **torch_options), device=device
+    )
+    loop, _ = run_single(ours(False), device=device)
     assert_bitwise(loop, theirs)
-    fused, _ = run_single(ours(True))
+    fused, _ = run_single(ours(True), device=device)
     for a, b in zip(fused, theirs, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
@@ -338,11 +354,15 @@ def test_qhadam_nus_one_is_torch_adam(options, torch_cls, torch_options):
     [(False, {"foreach": False}), (True, {"fused": True})],
     ids=["loop", "fused"],
 )
-def test_aggmo_single_beta_is_torch_sgd(options, fused, torch_impl):
+@pytest.mark.parametrize("device", DEVICES)
+def test_aggmo_single_beta_is_torch_sgd(options, fused, torch_impl, device):
     """Torch's convention b = beta b + g (first b = g), theta -= lr b: bitwise, both paths."""
-    ours, _ = run_single(lambda p: AggMo(p, lr=0.05, betas=(0.9,), fused=fused, **options))
+    ours, _ = run_single(
+        lambda p: AggMo(p, lr=0.05, betas=(0.9,), fused=fused, **options), device=device
+    )
     theirs, _ = run_single(
-        lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9, **torch_impl, **options)
+        lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9, **torch_impl, **options),
+        device=device,
     )
     assert_bitwise(ours, theirs)
 
@@ -371,11 +391,12 @@ def test_maximize_on_negated_gradients_is_minimize(kind, fused):
 
 
 @pytest.mark.parametrize("kind", list(MAKERS))
-def test_fused_and_loop_paths_agree(kind):
-    a, _ = run_single(lambda p: MAKERS[kind](p, False), dtype=torch.float64)
-    b, _ = run_single(lambda p: MAKERS[kind](p, True), dtype=torch.float64)
+@pytest.mark.parametrize("device", DEVICES)
+def test_fused_and_loop_paths_agree(kind, device):
+    a, _ = run_single(lambda p: MAKERS[kind](p, False), dtype=torch.float64, device=device)
+    b, _ = run_single(lambda p: MAKERS[kind](p, True), dtype=torch.float64, device=device)
     for x, y in zip(a, b, strict=True):
-        assert ref.relative_error(x.numpy(), y.numpy()) < 1e-12
+        assert ref.relative_error(x.cpu().numpy(), y.cpu().numpy()) < 1e-12
 
 
 # --- save, load, continue --------------------------------------------------------------------
@@ -424,8 +445,8 @@ def test_checkpoint_moves_between_paths(name):
 T = 200  # shorter than STEPS: the schedule reaches 0 and stays there
 
 
-def scheduled(kind, options, fused, dtype=torch.float64):
-    params = initial_params(dtype)
+def scheduled(kind, options, fused, dtype=torch.float64, device="cpu"):
+    params = initial_params(dtype, device)
     opt = build(kind, options, params, fused)
     sched = MomentumScheduler(opt, "demon", total_steps=T)
     train(opt, params, after_step=sched.step)
@@ -437,7 +458,8 @@ def demon(k: int, beta_init: float) -> float:
 
 
 @pytest.mark.parametrize("fused", [False, True], ids=["loop", "fused"])
-def test_scheduler_moves_qhm_momentum(fused):
+@pytest.mark.parametrize("device", DEVICES)
+def test_scheduler_moves_qhm_momentum(fused, device):
     inits = [g["momentum"] for g in GROUPS["qhm"]]
 
     def move(groups, k):
@@ -445,13 +467,14 @@ def test_scheduler_moves_qhm_momentum(fused):
             group.momentum = demon(k, beta)
 
     expected, _ = run_reference("qhm", {}, before_step=move)
-    got, opt = scheduled("qhm", {}, fused)
+    got, opt = scheduled("qhm", {}, fused, device=device)
     assert close_to_reference(got, expected, 1e-10)
     assert [g["momentum"] for g in opt.param_groups] == [0.0, 0.0]
 
 
 @pytest.mark.parametrize("fused", [False, True], ids=["loop", "fused"])
-def test_scheduler_moves_qhadam_beta1_with_exact_bias_correction(fused):
+@pytest.mark.parametrize("device", DEVICES)
+def test_scheduler_moves_qhadam_beta1_with_exact_bias_correction(fused, device):
     inits = [g["betas"][0] for g in GROUPS["qhadam"]]
 
     def move(groups, k):
@@ -459,13 +482,14 @@ def test_scheduler_moves_qhadam_beta1_with_exact_bias_correction(fused):
             group.beta1 = demon(k, beta)
 
     expected, _ = run_reference("qhadam", {}, before_step=move)
-    got, opt = scheduled("qhadam", {}, fused)
+    got, opt = scheduled("qhadam", {}, fused, device=device)
     assert close_to_reference(got, expected, 1e-10)
     assert opt.param_groups[1]["betas"] == (0.0, 0.99)
 
 
 @pytest.mark.parametrize("fused", [False, True], ids=["loop", "fused"])
-def test_scheduler_applies_demon_to_every_aggmo_beta(fused):
+@pytest.mark.parametrize("device", DEVICES)
+def test_scheduler_applies_demon_to_every_aggmo_beta(fused, device):
     inits = [g["betas"] for g in GROUPS["aggmo"]]
 
     def move(groups, k):
@@ -473,10 +497,10 @@ def test_scheduler_applies_demon_to_every_aggmo_beta(fused):
             group.betas = tuple(demon(k, b) for b in betas)
 
     expected, _ = run_reference("aggmo", {}, before_step=move)
-    got, opt = scheduled("aggmo", {}, fused)
+    got, opt = scheduled("aggmo", {}, fused, device=device)
     assert close_to_reference(got, expected, 1e-9)
     # mid-run: each applied beta is Demon's schedule of that beta
-    params = initial_params(torch.float64)
+    params = initial_params(torch.float64, device)
     opt = build("aggmo", {}, params, fused)
     sched = MomentumScheduler(opt, "demon", total_steps=T)
     train(opt, params, stop=120, after_step=sched.step)
@@ -583,15 +607,15 @@ def expected_tuning(gradients: list[np.ndarray], beta: float, width: int, eps: f
     return out
 
 
-def tune_on(gradients, fused, **options):
-    p = torch.nn.Parameter(torch.zeros(gradients[0].size, dtype=torch.float64))
+def tune_on(gradients, fused, device="cpu", **options):
+    p = torch.nn.Parameter(torch.zeros(gradients[0].size, dtype=torch.float64, device=device))
     # the paper's formulas alone: without the authors' slow start and clipping
     opt = YellowFin(
         [p], smooth=False, eps=EPS, fused=fused, initial_lr=1e-3, **YF_LEGACY, **options
     )
     seen = []
     for g in gradients:
-        p.grad = torch.from_numpy(g.copy())
+        p.grad = torch.from_numpy(g.copy()).to(device)
         opt.step()
         seen.append((opt.get_last_momentum()[0], opt.get_last_lr()[0]))
     return seen, opt
@@ -630,11 +654,12 @@ PRESCRIBED = {  # noiseless gradient sequences: (gradients, beta, window width)
 
 @pytest.mark.parametrize("fused", [False, True], ids=["loop", "fused"])
 @pytest.mark.parametrize("name", list(PRESCRIBED))
-def test_yellowfin_tuning_matches_the_formulas(name, fused):
+@pytest.mark.parametrize("device", DEVICES)
+def test_yellowfin_tuning_matches_the_formulas(name, fused, device):
     """Prescribed gradients: the tuned (mu, alpha) equal SingleStep's formulas computed here
     from the definitions (weighted sums, numpy's polynomial roots for the cubic)."""
     gradients, beta, width = PRESCRIBED[name]
-    seen, _ = tune_on(gradients, fused, beta=beta, curv_win_width=width)
+    seen, _ = tune_on(gradients, fused, device, beta=beta, curv_win_width=width)
     expected = expected_tuning(gradients, beta=beta, width=width)
     for (mu, lr), (mu_e, lr_e, _) in zip(seen[1:], expected, strict=True):
         assert mu == pytest.approx(mu_e, rel=1e-9)
@@ -687,12 +712,13 @@ def compile_with(monkeypatch):
 
 
 @pytest.mark.parametrize("name", QHADAM_NAMES)
-def test_compiled_update_matches_float64_reference(name, compile_with):
+@pytest.mark.parametrize("device", DEVICES)
+def test_compiled_update_matches_float64_reference(name, compile_with, device):
     """Traced by dynamo and run through AOT autograd's graph (inductor's input), float64."""
     compile_with("aot_eager")
     kind, options = CONFIGS[name]
     expected, _ = run_reference(kind, options)
-    params = initial_params(torch.float64)
+    params = initial_params(torch.float64, device)
     train(build(kind, {**options, "compiled": True}, params, None), params)
     assert close_to_reference(flat(params), expected, 1e-10)
 
@@ -712,10 +738,26 @@ def test_compiled_update_with_inductor_matches_float64_reference(compile_with):
     assert close_to_reference(flat(params), expected, 2e-5)
 
 
-def test_compiled_update_does_not_recompile_as_schedules_move(compile_with):
+@pytest.mark.skipif(
+    importlib.util.find_spec("triton") is None, reason="inductor needs triton on a GPU"
+)
+@pytest.mark.parametrize("options", [{}, {"nus": (0.7, 0.9), "weight_decay": 1e-2}])
+@cuda_only
+def test_compiled_update_with_inductor_on_cuda_matches_float64_reference(options, compile_with):
+    """QHAdam(compiled=True) as a user gets it on a GPU: inductor's generated kernels, float32,
+    the scalars on the device (no host sync per step)."""
+    compile_with("inductor")
+    expected, _ = run_reference("qhadam", options)
+    params = initial_params(torch.float32, "cuda")
+    train(build("qhadam", {**options, "compiled": True}, params, None), params)
+    assert close_to_reference(flat(params), expected, tolerance(torch.float32, 2e-5, "cuda"))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_compiled_update_does_not_recompile_as_schedules_move(compile_with, device):
     counter = CompileCounter()
     compile_with(counter)
-    params = initial_params(torch.float32)
+    params = initial_params(torch.float32, device)
     opt = QHAdam(params, lr=1e-2, betas=(0.95, 0.999), nus=(0.7, 0.9), compiled=True)
     momentum = MomentumScheduler(opt, "demon", total_steps=40)
     lr = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=40)

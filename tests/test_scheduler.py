@@ -8,11 +8,12 @@ import pytest
 import torch
 
 from demon_optim import ConfigError, DemonSGD, MomentumScheduler, schedules
+from tests.conftest import DEVICES
 from tests.test_optimizers import assert_bitwise, initial_params, set_grads
 
 
-def train_with_scheduler(make_opt, steps=300, **scheduler_kw):
-    params = initial_params(torch.float32)
+def train_with_scheduler(make_opt, steps=300, device="cpu", **scheduler_kw):
+    params = initial_params(torch.float32, device)
     opt = make_opt(params)
     sched = MomentumScheduler(opt, **scheduler_kw)
     with warnings.catch_warnings():
@@ -25,14 +26,16 @@ def train_with_scheduler(make_opt, steps=300, **scheduler_kw):
 
 
 @pytest.mark.parametrize("nesterov", [False, True])
-def test_demon_on_torch_sgd_is_demon_sgd(nesterov):
+@pytest.mark.parametrize("device", DEVICES)
+def test_demon_on_torch_sgd_is_demon_sgd(nesterov, device):
     """Bitwise, past total_steps included."""
     ours, _, _ = train_with_scheduler(
         lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9, nesterov=nesterov, foreach=False),
+        device=device,
         schedule="demon",
         total_steps=200,
     )
-    params = initial_params(torch.float32)
+    params = initial_params(torch.float32, device)
     opt = DemonSGD(params, lr=0.05, momentum=0.9, nesterov=nesterov, total_steps=200, fused=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

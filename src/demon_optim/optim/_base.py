@@ -9,8 +9,10 @@ wrapped once in :mod:`._fused_adam`.
   argument, the value and what is allowed.
 * :class:`ScheduledMomentumOptimizer`, the base of the Demon optimizers: the schedule's
   counter and the step.
-* The fast paths' helpers: :func:`use_fused`, :func:`group_by_device_dtype`,
-  :func:`runs_by`, :func:`cache_batches`, :func:`effective_grads`.
+* The fast paths' helpers: :func:`use_fused` (:func:`use_fused_sgd`), :func:`group_by_device_dtype`,
+  :func:`runs_by`, :func:`cache_batches`, :func:`effective_grads`; and for a step on a GPU,
+  :func:`host_to_device` and :func:`scalars_on`, which put a step's scalars on the
+  parameters' device without making the host wait for it.
 
 In the Demon optimizers the schedule's counter ``k`` lives in each parameter group as
 ``group["schedule_step"]``, so it travels with ``state_dict()`` (and with tools that only
@@ -36,9 +38,10 @@ Also shared by every optimizer here:
 
 from __future__ import annotations
 
+import functools
 import sys
 import warnings
-from collections.abc import Callable, Hashable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, ClassVar, NamedTuple
 
@@ -417,35 +420,75 @@ def _is_dtensor(tensor: torch.Tensor) -> bool:
 
 FUSED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
+DEFAULT_FUSED_DEVICES = ("cpu", "cuda")
+"""Where ``fused=None`` takes torch's fused kernels: the devices this library is tested on.
+``fused=True`` also takes them wherever torch has them (:func:`fused_devices`)."""
+
+
+@functools.cache
+def fused_devices() -> tuple[str, ...]:
+    """The device types that torch's fused SGD and Adam kernels accept (torch's own list:
+    cpu, cuda, mps, xpu, ... in torch 2.13)."""
+    try:
+        from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
+    except ImportError:  # a private helper: fall back to the devices we test on
+        return DEFAULT_FUSED_DEVICES
+    return (*DEFAULT_FUSED_DEVICES, *_get_fused_kernels_supported_devices())
+
+
+REDUCED_DTYPES = (torch.float16, torch.bfloat16)
+
 
 def use_fused(
     fused: bool | None,
     params: list[torch.Tensor],
     dtensor_ok: bool = True,
     complex_ok: bool = False,
+    cpu_reduced_ok: bool = True,
 ) -> bool:
-    """Whether torch's fused kernels can take these tensors (CPU or CUDA, floats, dense).
+    """Whether torch's fused kernels can take these tensors (floats, dense, on a device
+    they support: CPU or CUDA by default, any of :func:`fused_devices` with ``fused=True``).
 
     ``dtensor_ok``: whether the kernel has a DTensor sharding rule (FSDP2 parameters);
     torch 2.13 has one for fused Adam but not for fused SGD. ``complex_ok``: the optimizer
-    hands complex parameters to the kernel as their real views (see :func:`gather`). Sparse
-    *gradients* are the caller's to check (``Gathered.sparse``): they never take the fused
-    path.
+    hands complex parameters to the kernel as their real views (see :func:`gather`).
+    ``cpu_reduced_ok=False`` (the SGD kernel's users): float16 and bfloat16 tensors on the
+    CPU take the for-loop, because torch's CPU fused SGD kernel gets them wrong (torch
+    2.13: its vectorised loop never writes the parameters back and reads the momentum
+    buffer as float32; only the tail of each chunk is updated). Sparse *gradients* are the
+    caller's to check (``Gathered.sparse``): they never take the fused path. Parameters on
+    several devices are fine: every kernel call takes one (device, dtype) run of them
+    (:func:`group_by_device_dtype`).
     """
     if fused is False:
         return False
+    devices = fused_devices() if fused else DEFAULT_FUSED_DEVICES
     dtypes = FUSED_DTYPES + ((torch.complex64, torch.complex128) if complex_ok else ())
     ok = all(
-        p.device.type in ("cpu", "cuda")
+        p.device.type in devices
         and p.dtype in dtypes
         and p.layout is torch.strided
         and (dtensor_ok or not _is_dtensor(p))
+        and (cpu_reduced_ok or p.device.type != "cpu" or p.dtype not in REDUCED_DTYPES)
         for p in params
     )
     if fused and not ok:
-        allowed = "True only for dense float tensors on CPU or CUDA"
-        raise invalid("fused", fused, allowed + ("" if dtensor_ok else ", not DTensors"))
+        where = ", ".join(dict.fromkeys(devices))
+        allowed = f"True only for dense float tensors on a device with fused kernels ({where})"
+        if not dtensor_ok:
+            allowed += ", not DTensors"
+        if not cpu_reduced_ok:
+            allowed += (
+                ", not float16/bfloat16 on the CPU (torch's CPU fused SGD kernel gets them wrong)"
+            )
+        raise invalid("fused", fused, allowed)
     return ok
+
+
+def use_fused_sgd(fused: bool | None, params: list[torch.Tensor], complex_ok: bool = False) -> bool:
+    """:func:`use_fused` for torch's fused SGD kernel: no DTensors, no float16/bfloat16 on
+    the CPU."""
+    return use_fused(fused, params, dtensor_ok=False, complex_ok=complex_ok, cpu_reduced_ok=False)
 
 
 def group_by_device_dtype(*lists: list[Any]) -> list[tuple[list[Any], ...]]:
@@ -470,15 +513,26 @@ def runs_by(keys: Iterable[Hashable]) -> dict[Any, list[int]]:
 
 
 # The fast paths of QHAdam, AggMo and YellowFin make more than one pass over the same tensors
-# (a kernel call, then a correction or the next buffer). Done batch by batch, the second pass
-# reads tensors the first one just left in cache. 2**19 float32 values is 2 MiB per tensor list.
+# (a kernel call, then a correction or the next buffer). Done batch by batch on a CPU, the
+# second pass reads tensors the first one just left in cache. 2**19 float32 values is 2 MiB
+# per tensor list. On a GPU every batch is one more kernel launch per pass, and a step over
+# tens of millions of values would be bound by launches (each a few microseconds on the host)
+# rather than by memory: there the whole run of tensors is one batch, one multi-tensor
+# launch per pass, as torch's own fused optimizers do.
 CACHE_BATCH_NUMEL = 1 << 19
 
 
-def cache_batches(
-    tensors: Iterable[torch.Tensor], limit: int = CACHE_BATCH_NUMEL
-) -> list[list[int]]:
-    """Consecutive index runs of at most ``limit`` values (a bigger tensor is a run alone)."""
+def cache_batches(tensors: Sequence[torch.Tensor], limit: int | None = None) -> list[list[int]]:
+    """Consecutive index runs of at most ``limit`` values (a bigger tensor is a run alone).
+
+    ``limit=None``: :data:`CACHE_BATCH_NUMEL` for CPU tensors, a single run for tensors on
+    any other device (the callers pass the tensors of one device).
+    """
+    if limit is None:
+        on_cpu = not tensors or tensors[0].device.type == "cpu"
+        if not on_cpu:
+            return [list(range(len(tensors)))]
+        limit = CACHE_BATCH_NUMEL
     batches: list[list[int]] = []
     current: list[int] = []
     size = 0
@@ -492,6 +546,52 @@ def cache_batches(
     if current:
         batches.append(current)
     return batches
+
+
+# --- a compiled step's scalars, on their devices ---------------------------------------------
+
+
+def host_to_device(values: Sequence[float], device: torch.device) -> torch.Tensor:
+    """``values`` as a 1-d float64 tensor on ``device``, without waiting for the device.
+
+    ``torch.tensor(values, device="cuda")`` copies from pageable host memory, which makes the
+    host wait until the GPU has run everything queued before it (a full stream sync, once per
+    step); from pinned memory with ``non_blocking=True`` the copy is queued like a kernel.
+    torch's pinned-memory allocator keeps the host buffer until the copy has run.
+    """
+    if device.type == "cpu":
+        return torch.tensor(values, dtype=torch.float64)
+    pinned = device.type == "cuda"
+    host = torch.tensor(values, dtype=torch.float64, pin_memory=pinned)
+    return host.to(device, non_blocking=True)
+
+
+@outside_compile
+def scalars_on(
+    values: Sequence[float | torch.Tensor], devices: Sequence[torch.device]
+) -> list[torch.Tensor]:
+    """Each value as a 0-d float64 tensor on its device: a compiled step's graph inputs.
+
+    On the CPU a value becomes ``torch.tensor(value, dtype=torch.float64)`` (a 0-d tensor is
+    kept as it is). Elsewhere one copy per device carries all of that device's values
+    (:func:`host_to_device`): a CPU scalar in a compiled CUDA graph would be copied over on
+    its own, with a stream sync each time. Runs outside ``torch.compile`` (the values change
+    every step).
+    """
+    out: list[torch.Tensor | None] = [None] * len(values)
+    elsewhere: dict[torch.device, list[int]] = {}
+    for i, (value, device) in enumerate(zip(values, devices, strict=True)):
+        if device.type != "cpu":
+            elsewhere.setdefault(device, []).append(i)
+        elif isinstance(value, torch.Tensor):
+            out[i] = value
+        else:
+            out[i] = torch.tensor(value, dtype=torch.float64)
+    for device, idx in elsewhere.items():
+        on_device = host_to_device([float(values[i]) for i in idx], device)
+        for i, tensor in zip(idx, on_device.unbind(), strict=True):
+            out[i] = tensor
+    return out  # type: ignore[return-value]
 
 
 def effective_grads(

@@ -25,8 +25,15 @@ _INF_STEP: dict[torch.device, Tensor] = {}
 
 
 def _inf_step(device: torch.device) -> Tensor:
+    """The kernel's step count, +inf, on the parameters' device (made once per device).
+
+    float32 whatever the default dtype: the CUDA kernel reads its step counts as floats
+    (torch's fused Adam keeps them so), and a float64 inf read as a float is 0, which would
+    make both bias corrections 0. It is on the parameters' device because the CUDA kernel
+    reads it there (torch's own fused step counts live there too).
+    """
     if device not in _INF_STEP:
-        _INF_STEP[device] = torch.tensor(math.inf, device=device)
+        _INF_STEP[device] = torch.tensor(math.inf, dtype=torch.float32, device=device)
     return _INF_STEP[device]
 
 

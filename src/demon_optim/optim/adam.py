@@ -45,6 +45,7 @@ from ._base import (
     outside_compile,
     real_view,
     runs_by,
+    scalars_on,
     use_fused,
 )
 from ._fused_adam import fused_adam
@@ -161,11 +162,13 @@ class DemonAdam(ScheduledMomentumOptimizer):
         updated as ``exp_avg.lerp_(g, w)``, ``bc2 = 1 - beta2**t`` and the step uses
         ``exp_avg / s``; with ``views`` (some parameter is complex) the moments come as
         real views, like the parameters. Kept out of ``torch.compile`` (Python numbers that
-        change every step).
+        change every step); ``as_tensors`` gives the coefficients as 0-d float64 tensors
+        on each parameter's device, the compiled update's inputs (:func:`scalars_on`).
         """
         beta = float(beta)
         beta2 = group["betas"][1]
         out = []
+        coefficients = []
         for p in params:
             state = self.state[p]
             if not state:
@@ -185,14 +188,18 @@ class DemonAdam(ScheduledMomentumOptimizer):
                 s = state["exp_avg_scale"] / (beta + state["exp_avg_scale"])
                 w = s
                 state["exp_avg_scale"] = s
-            coeffs = (w, bc2, s)
-            if as_tensors:
-                coeffs = tuple(torch.tensor(c, dtype=torch.float64) for c in coeffs)
+            coefficients.append((w, bc2, s))
             exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
             if views:
                 exp_avg, exp_avg_sq = real_view(exp_avg), real_view(exp_avg_sq)
-            out.append((exp_avg, exp_avg_sq, *coeffs))
-        return out
+            out.append((exp_avg, exp_avg_sq))
+        if as_tensors:
+            flat = scalars_on(
+                [c for coeffs in coefficients for c in coeffs],
+                [p.device for p in params for _ in range(3)],
+            )
+            coefficients = [tuple(flat[3 * i : 3 * i + 3]) for i in range(len(params))]
+        return [(*moments, *c) for moments, c in zip(out, coefficients, strict=True)]
 
 
 class DemonAdamW(DemonAdam):

@@ -56,7 +56,7 @@ from ._base import (
     evaluate_closure,
     group_by_device_dtype,
     real_view,
-    use_fused,
+    use_fused_sgd,
 )
 
 __all__ = ["AggMo", "applied_betas"]
@@ -125,7 +125,7 @@ class AggMo(CheckedOptimizer):
         _checks.unit_interval("momentum", group["momentum"])
         _checks.nonnegative("weight_decay", group["weight_decay"])
         _checks.flag("maximize", group["maximize"])
-        use_fused(group["fused"], group["params"], dtensor_ok=False, complex_ok=True)
+        use_fused_sgd(group["fused"], group["params"], complex_ok=True)
 
     def get_last_betas(self) -> list[tuple[float, ...]]:
         """The betas applied at the last (or, before any, the next) step, one tuple per group."""
@@ -169,7 +169,7 @@ class AggMo(CheckedOptimizer):
                 betas=betas,
                 weight_decay=group["weight_decay"],
                 maximize=group["maximize"],
-                fused=use_fused(group["fused"], batch.params, dtensor_ok=False),
+                fused=use_fused_sgd(group["fused"], batch.params),
             )
         return loss
 

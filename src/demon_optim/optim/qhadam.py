@@ -58,6 +58,7 @@ from ._base import (
     effective_grads,
     evaluate_closure,
     group_by_device_dtype,
+    host_to_device,
     real_view,
     runs_by,
     use_fused,
@@ -307,10 +308,9 @@ def _qhadam_compiled(
             [moments[i][0] for i in idx],
             [moments[i][1] for i in idx],
         ):
-            scalars = torch.tensor(
-                [lr, beta1, beta2, nu1, nu2, bc1, bc2, eps, wd],
-                dtype=torch.float64,
-                device=p_run[0].device,
+            # on the parameters' device, queued without a host sync (see host_to_device)
+            scalars = host_to_device(
+                [lr, beta1, beta2, nu1, nu2, bc1, bc2, eps, wd], p_run[0].device
             )
             update(
                 p_run,

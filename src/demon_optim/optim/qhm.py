@@ -45,7 +45,7 @@ from ._base import (
     param_layout,
     real_view,
     runs_by,
-    use_fused,
+    use_fused_sgd,
 )
 
 __all__ = ["QHM", "qhm"]
@@ -98,7 +98,7 @@ class QHM(CheckedOptimizer):
         _checks.closed_unit_interval("nu", group["nu"])
         _checks.nonnegative("weight_decay", group["weight_decay"])
         _checks.flag("maximize", group["maximize"])
-        use_fused(group["fused"], group["params"], dtensor_ok=False, complex_ok=True)
+        use_fused_sgd(group["fused"], group["params"], complex_ok=True)
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
@@ -120,7 +120,7 @@ class QHM(CheckedOptimizer):
                 nu=group["nu"],
                 weight_decay=group["weight_decay"],
                 maximize=group["maximize"],
-                fused=use_fused(group["fused"], batch.params, dtensor_ok=False),
+                fused=use_fused_sgd(group["fused"], batch.params),
             )
             if batch.complex:
                 buffers = [param_layout(b, p) for b, p in zip(buffers, batch.keys, strict=True)]

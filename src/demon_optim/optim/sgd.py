@@ -31,7 +31,9 @@ from ._base import (
     group_by_device_dtype,
     param_layout,
     real_view,
-    use_fused,
+    runs_by,
+    scalars_on,
+    use_fused_sgd,
 )
 
 __all__ = ["DemonSGD", "demon_sgd"]
@@ -113,7 +115,7 @@ class DemonSGD(ScheduledMomentumOptimizer):
                 f"True with momentum={group['momentum']}, dampening={group['dampening']}",
                 "nesterov=True only with momentum > 0 and dampening = 0",
             )
-        use_fused(group["fused"], group["params"], dtensor_ok=False, complex_ok=True)
+        use_fused_sgd(group["fused"], group["params"], complex_ok=True)
 
     def _gather(self, group: dict[str, Any]) -> Gathered:
         """As torch's SGD, sparse gradients are welcome, on the for-loop and without decay."""
@@ -136,19 +138,18 @@ class DemonSGD(ScheduledMomentumOptimizer):
         buffers = [s.get("momentum_buffer") for s in states]
         if batch.complex:
             buffers = [None if b is None else real_view(b) for b in buffers]
-        fused = not compiling and not batch.sparse
-        demon_sgd(
-            batch.params,
-            batch.grads,
-            buffers,
-            lr=group["lr"],
-            beta=beta,
-            dampening=group["dampening"],
-            weight_decay=group["weight_decay"],
-            nesterov=group["nesterov"],
-            maximize=group["maximize"],
-            fused=fused and use_fused(group["fused"], batch.params, dtensor_ok=False),
-        )
+        options = {
+            "lr": group["lr"],
+            "dampening": group["dampening"],
+            "weight_decay": group["weight_decay"],
+            "nesterov": group["nesterov"],
+            "maximize": group["maximize"],
+        }
+        if compiling:
+            _demon_sgd_traced(batch.params, batch.grads, buffers, beta, options)
+        else:
+            fused = not batch.sparse and use_fused_sgd(group["fused"], batch.params)
+            demon_sgd(batch.params, batch.grads, buffers, beta=beta, fused=fused, **options)
         if batch.complex:
             buffers = [param_layout(b, p) for b, p in zip(buffers, batch.keys, strict=True)]
         for state, buf in zip(states, buffers, strict=True):
@@ -200,6 +201,39 @@ def demon_sgd(
             param.sub_(step * lr)
         else:
             param.add_(step, alpha=-lr)
+
+
+def _demon_sgd_traced(
+    params: list[Tensor],
+    grads: list[Tensor],
+    momentum_buffers: list[Tensor | None],
+    beta: Tensor,
+    options: dict[str, Any],
+) -> None:
+    """The step ``torch.compile`` traces: the for-loop, with beta a 0-d tensor input.
+
+    On the CPU beta is the CPU tensor it came as. Tensors on other devices get it on their
+    own device, one for-loop per device (:func:`scalars_on`): a CPU scalar in a CUDA graph
+    would be copied over with a host sync at every step.
+    """
+    devices = [p.device for p in params]
+    if all(d.type == "cpu" for d in devices):
+        demon_sgd(params, grads, momentum_buffers, beta=beta, fused=False, **options)
+        return
+    runs = runs_by(devices)
+    betas = scalars_on([beta] * len(runs), list(runs))
+    for idx, device_beta in zip(runs.values(), betas, strict=True):
+        buffers = [momentum_buffers[i] for i in idx]
+        demon_sgd(
+            [params[i] for i in idx],
+            [grads[i] for i in idx],
+            buffers,
+            beta=device_beta,
+            fused=False,
+            **options,
+        )
+        for i, buf in zip(idx, buffers, strict=True):
+            momentum_buffers[i] = buf
 
 
 def _fused_sgd(

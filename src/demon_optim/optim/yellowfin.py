@@ -108,7 +108,7 @@ from ._base import (
     group_by_device_dtype,
     param_layout,
     real_view,
-    use_fused,
+    use_fused_sgd,
 )
 
 __all__ = ["YellowFin", "single_step"]
@@ -259,7 +259,7 @@ class YellowFin(CheckedOptimizer):
         _checks.learning_rate("lr", group["lr"])
         _checks.nonnegative("weight_decay", group["weight_decay"])
         _checks.flag("maximize", group["maximize"])
-        use_fused(group["fused"], group["params"], dtensor_ok=False, complex_ok=True)
+        use_fused_sgd(group["fused"], group["params"], complex_ok=True)
 
     def _check_state(self, param: Tensor, state: Mapping[Any, Any], where: str) -> None:
         """Also require the tuner in the first parameter's state: torch's SGD and Adam (and
@@ -364,7 +364,7 @@ class YellowFin(CheckedOptimizer):
                 buffers,
                 lr=self._applied_lr(group["lr"]),  # 3. catastrophic move
                 momentum=mu,
-                fused=use_fused(group["fused"], batch.params, dtensor_ok=False),
+                fused=use_fused_sgd(group["fused"], batch.params),
             )
             if not keep:
                 for state in states:

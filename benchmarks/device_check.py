@@ -1,0 +1,317 @@
+"""The device check: what a GPU machine runs to see the optimizers on CUDA.
+
+(a) Step time. One ``step()`` of each optimizer (DemonSGD, DemonAdam in both forms, QHM,
+    QHAdam by default and with ``compiled=True``, AggMo, YellowFin) and of torch's fused SGD
+    and Adam, on CUDA float32 parameters (20M and 100M values in 50 tensors by default),
+    interleaved round by round; each step is timed between two ``torch.cuda.synchronize()``
+    and each figure is the median of the rounds. Ratios are against torch's fused SGD (QHM,
+    AggMo, YellowFin, DemonSGD) or fused Adam (DemonAdam, QHAdam). Then the CUDA test subset,
+    ``pytest -m cuda -q``, runs in a subprocess and its summary is printed.
+(b) :func:`study_check` and (c) :func:`epoch_check`: hooks, still to be written (they return
+    None, and main() prints and records whatever they return).
+
+It needs only the torch it finds and the project on PYTHONPATH (no network, no install):
+
+    PYTHONPATH=src python benchmarks/device_check.py --out device-check.json
+    PYTHONPATH=src python benchmarks/device_check.py --sizes 20e6 --repeats 30 --no-pytest
+    PYTHONPATH=src python benchmarks/device_check.py --cpu-smoke --sizes 1e4 --repeats 2
+
+Without CUDA it says so in one line and exits 0; ``--cpu-smoke`` first runs (a) on the CPU
+with whatever sizes are given (the compiled QHAdam row is left out there: inductor compiles
+for tens of seconds on a CPU), which is how the test suite checks this script.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from demon_optim import DemonAdam, DemonSGD
+from demon_optim.optim import QHM, AggMo, QHAdam, YellowFin
+
+ROOT = Path(__file__).resolve().parent.parent
+Factory = Callable[[list[torch.nn.Parameter]], torch.optim.Optimizer]
+
+SGD_BASELINE = "torch SGD fused"
+ADAM_BASELINE = "torch Adam fused"
+AGGMO_BETAS = (0.0, 0.9, 0.99)
+WARMUP = 3  # untimed steps first: state is created, compiled QHAdam compiles
+
+
+def optimizers(total_steps: int, compiled: bool) -> dict[str, tuple[str, Factory]]:
+    """name -> (baseline, factory); every baseline is one of the rows."""
+    sgd = {"lr": 0.01, "momentum": 0.9}
+    adam = {"lr": 1e-3}
+    qhadam = {"lr": 1e-3, "betas": (0.995, 0.999), "nus": (0.7, 1.0)}
+    rows: dict[str, tuple[str, Factory]] = {
+        SGD_BASELINE: (SGD_BASELINE, lambda p: torch.optim.SGD(p, **sgd, fused=True)),
+        "DemonSGD": (SGD_BASELINE, lambda p: DemonSGD(p, **sgd, total_steps=total_steps)),
+        "QHM": (SGD_BASELINE, lambda p: QHM(p, lr=0.1, momentum=0.999, nu=0.7)),
+        "AggMo": (SGD_BASELINE, lambda p: AggMo(p, lr=0.01, betas=AGGMO_BETAS)),
+        "YellowFin": (SGD_BASELINE, lambda p: YellowFin(p, initial_lr=1e-3)),
+        ADAM_BASELINE: (ADAM_BASELINE, lambda p: torch.optim.Adam(p, **adam, fused=True)),
+        "DemonAdam": (ADAM_BASELINE, lambda p: DemonAdam(p, **adam, total_steps=total_steps)),
+        "DemonAdam(damped=True)": (
+            ADAM_BASELINE,
+            lambda p: DemonAdam(p, **adam, total_steps=total_steps, damped=True),
+        ),
+        "QHAdam": (ADAM_BASELINE, lambda p: QHAdam(p, **qhadam)),
+    }
+    if compiled:
+        rows["QHAdam(compiled=True)"] = (
+            ADAM_BASELINE,
+            lambda p: QHAdam(p, **qhadam, compiled=True),
+        )
+    return rows
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def make_params(
+    numel: int, tensors: int, grads: list[torch.Tensor], device: torch.device, seed: int
+) -> list[torch.nn.Parameter]:
+    """``tensors`` parameters of ``numel // tensors`` values; the gradients are shared by
+    every optimizer (none of them writes to its gradients), which keeps 100M affordable."""
+    gen = torch.Generator(device=device).manual_seed(seed)
+    params = []
+    for g in grads:
+        p = torch.nn.Parameter(torch.randn(numel // tensors, generator=gen, device=device))
+        p.grad = g
+        params.append(p)
+    return params
+
+
+def step_times(
+    numel: int, tensors: int, repeats: int, device: torch.device, compiled: bool
+) -> dict[str, dict[str, Any]]:
+    """Median step time per optimizer and its ratio to its baseline, for one size."""
+    gen = torch.Generator(device=device).manual_seed(12345)
+    grads = [torch.randn(numel // tensors, generator=gen, device=device) * 1e-3]
+    grads += [torch.randn_like(grads[0]) * 1e-3 for _ in range(tensors - 1)]
+    rows = optimizers(WARMUP + repeats + 1, compiled)  # the Demon betas move every step
+    opts = {}
+    for i, (name, (_, make)) in enumerate(rows.items()):
+        opts[name] = make(make_params(numel, tensors, grads, device, seed=i))
+        start = time.perf_counter()
+        for _ in range(WARMUP):
+            opts[name].step()
+        synchronize(device)
+        if "compiled" in name:  # its first step compiles: say what that costs
+            print(
+                f"  {name}: {WARMUP} warm-up steps (compiling) {time.perf_counter() - start:.1f} s"
+            )
+    times: dict[str, list[float]] = {name: [] for name in opts}
+    for _ in range(repeats):  # interleaved: a noisy neighbour slows every row alike
+        for name, opt in opts.items():
+            synchronize(device)
+            start = time.perf_counter()
+            opt.step()
+            synchronize(device)
+            times[name].append(time.perf_counter() - start)
+    medians = {name: statistics.median(ts) for name, ts in times.items()}
+    return {
+        name: {
+            "baseline": baseline,
+            "median_ms": medians[name] * 1e3,
+            "ratio": medians[name] / medians[baseline],
+            "times_ms": [t * 1e3 for t in times[name]],
+        }
+        for name, (baseline, _) in rows.items()
+    }
+
+
+def report(numel: int, tensors: int, results: dict[str, dict[str, Any]]) -> None:
+    print(f"\n{numel / 1e6:g}M float32 values in {tensors} tensors (medians):")
+    print(f"  {'optimizer':<26}{'median ms':>10}  ratio")
+    for name, row in results.items():
+        note = f" {row['baseline']}"
+        if name == "AggMo":
+            per = row["ratio"] / len(AGGMO_BETAS)
+            note += f" ({per:.2f}x per buffer, {len(AGGMO_BETAS)} buffers)"
+        print(f"  {name:<26}{row['median_ms']:>10.3f}  {row['ratio']:.2f}x{note}")
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    env: dict[str, Any] = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cuda_build": torch.version.cuda,
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+    }
+    if device.type == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(device)
+        env["capability"] = list(torch.cuda.get_device_capability(device))
+        env["gpus"] = torch.cuda.device_count()
+        try:
+            import triton
+
+            env["triton"] = triton.__version__
+        except ImportError:
+            env["triton"] = None
+    return env
+
+
+def run_cuda_tests(extra: list[str], timeout: float) -> dict[str, Any]:
+    """``pytest -m cuda -q`` in a subprocess, from the repository root (a test module that
+    fails to import, say for an optional package missing on the GPU machine, does not stop
+    the others)."""
+    if importlib.util.find_spec("pytest") is None:
+        summary = f"not run: pytest is not installed for {sys.executable}"
+        print(f"\npytest -m cuda: {summary}")
+        return {"returncode": None, "summary": summary}
+    path = os.pathsep.join([str(ROOT / "src"), str(ROOT), os.environ.get("PYTHONPATH", "")])
+    command = [sys.executable, "-m", "pytest", "-m", "cuda", "-q", "-p", "no:cacheprovider"]
+    command += ["--continue-on-collection-errors", *extra]
+    print(f"\n$ {' '.join(command[1:])}", flush=True)
+    start = time.perf_counter()
+    try:
+        done = subprocess.run(
+            command,
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": path.rstrip(os.pathsep)},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as expired:
+        out = expired.stdout or ""
+        out = out.decode() if isinstance(out, bytes) else out
+        print(out[-4000:])
+        print(f"pytest -m cuda: timed out after {timeout:.0f} s")
+        return {"returncode": -1, "summary": f"timed out after {timeout:.0f} s"}
+    lines = done.stdout.strip().splitlines()
+    summary = next(
+        (
+            line.strip("= ")
+            for line in reversed(lines)
+            if re.search(r"\d+ (passed|failed|error|skipped|deselected)", line)
+        ),
+        lines[-1] if lines else "(no output)",
+    )
+    failed = [line for line in lines if line.startswith(("FAILED", "ERROR"))]
+    if done.returncode not in (0, 5):  # 5: nothing collected
+        print("\n".join(lines[-60:]))
+        print(done.stderr[-2000:])
+    else:
+        print("\n".join(failed))
+    print(f"pytest -m cuda: {summary} ({time.perf_counter() - start:.0f} s)")
+    return {"returncode": done.returncode, "summary": summary, "failed": failed}
+
+
+# --- (b) and (c): the lead's hooks ----------------------------------------------------------------
+
+
+def study_check(device: torch.device) -> dict[str, Any] | None:
+    """TODO (b): a smoke study on the GPU against the same study on the CPU.
+
+    Return what to print and record (a dict), or None to leave it out.
+    """
+    return None
+
+
+def epoch_check(device: torch.device) -> dict[str, Any] | None:
+    """TODO (c): one cifar10-resnet20 epoch on synthetic data against a bare torch loop.
+
+    Return what to print and record (a dict), or None to leave it out.
+    """
+    return None
+
+
+# --- main -----------------------------------------------------------------------------------------
+
+
+def parse_sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(float(part)) for part in text.split(",") if part.strip()]
+    except ValueError:
+        sizes = []
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"got {text!r}; allowed: numbers >= 1, e.g. 20e6,100e6")
+    return sizes
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--sizes",
+        type=parse_sizes,
+        default=[20_000_000, 100_000_000],
+        help="values per optimizer, comma-separated (default 20e6,100e6)",
+    )
+    parser.add_argument("--tensors", type=int, default=50, help="tensors per optimizer")
+    parser.add_argument("--repeats", type=int, default=20, help="timed rounds (>= 20 for figures)")
+    parser.add_argument("--out", type=Path, help="write every figure to this JSON file")
+    parser.add_argument(
+        "--cpu-smoke",
+        action="store_true",
+        help="run (a) on the CPU, to check this script (tiny sizes)",
+    )
+    parser.add_argument("--no-pytest", action="store_true", help="skip pytest -m cuda")
+    parser.add_argument("--pytest-args", default="", help="more pytest arguments, e.g. '-x'")
+    parser.add_argument("--pytest-timeout", type=float, default=540.0, help="seconds")
+    args = parser.parse_args(argv)
+    if args.repeats < 1 or args.tensors < 1:
+        parser.error("--repeats and --tensors: allowed: integers >= 1")
+    cuda = torch.cuda.is_available()
+    no_cuda = (
+        f"device_check: no CUDA device (torch {torch.__version__}, "
+        + (f"CUDA {torch.version.cuda} build" if torch.version.cuda else "a CPU-only build")
+        + "): nothing to measure on a GPU"
+    )
+    if not cuda and not args.cpu_smoke:
+        print(no_cuda + "; --cpu-smoke checks this script on the CPU")
+        return 0
+    device = torch.device("cpu" if args.cpu_smoke else "cuda")
+    record: dict[str, Any] = {"environment": environment(device), "steps": {}}
+    print(" ".join(f"{k}={v}" for k, v in record["environment"].items()))
+    if args.repeats < 20:
+        print(f"--repeats {args.repeats}: fewer than 20 rounds, a smoke check, not figures")
+    compiled = device.type == "cuda"
+    if not compiled:
+        print("QHAdam(compiled=True) left out on the CPU (inductor compiles for tens of seconds)")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # past total_steps, torch's notes on fused kernels
+        for numel in args.sizes:
+            results = step_times(numel, args.tensors, args.repeats, device, compiled)
+            report(numel, args.tensors, results)
+            record["steps"][str(numel)] = results
+            if device.type == "cuda":
+                torch.cuda.empty_cache()  # the next size's optimizers start from free memory
+    record["pytest"] = None
+    if device.type == "cuda" and not args.no_pytest:
+        record["pytest"] = run_cuda_tests(args.pytest_args.split(), args.pytest_timeout)
+    for name, check in (("study", study_check), ("epoch", epoch_check)):
+        result = check(device)
+        record[name] = result
+        if result is not None:
+            print(f"\n{name} check: {json.dumps(result, default=str)}")
+    if args.out is not None:
+        args.out.write_text(json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8")
+        print(f"\nwrote {args.out}")
+    if not cuda:
+        print(no_cuda)
+    tests = record["pytest"]  # a GPU run fails when its tests did (not when pytest is absent)
+    return 1 if tests is not None and tests["returncode"] not in (0, 5, None) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -220,20 +220,107 @@ def run_cuda_tests(extra: list[str], timeout: float) -> dict[str, Any]:
 # --- (b) and (c): the lead's hooks ----------------------------------------------------------------
 
 
-def study_check(device: torch.device) -> dict[str, Any] | None:
-    """TODO (b): a smoke study on the GPU against the same study on the CPU.
-
-    Return what to print and record (a dict), or None to leave it out.
-    """
-    return None
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
-def epoch_check(device: torch.device) -> dict[str, Any] | None:
-    """TODO (c): one cifar10-resnet20 epoch on synthetic data against a bare torch loop.
+def study_check(device: torch.device, small: bool = False) -> dict[str, Any] | None:
+    """(b) The ``smoke`` study (8 digits-mlp trials, 2 epochs) through the harness on the
+    device and on the CPU, one in-process worker each: wall times, their ratio, and every
+    trial done on both. ``small``: 2 trials (a check of this script)."""
+    import dataclasses
+    import tempfile
 
-    Return what to print and record (a dict), or None to leave it out.
-    """
-    return None
+    from demon_optim.study.executors import LocalExecutor, run_study
+    from demon_optim.study.spec import expand, load_study
+    from demon_optim.study.store import ResultStore
+
+    if importlib.util.find_spec("sklearn") is None:
+        print("study check: left out (scikit-learn, which ships the digits data, is missing)")
+        return None
+    specs = expand(load_study("smoke"))[: 2 if small else None]
+    seconds: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as folder:
+        for where in dict.fromkeys((str(device), "cpu")):
+            on = [dataclasses.replace(spec, device=where) for spec in specs]
+            with ResultStore(Path(folder) / f"{where.replace(':', '_')}.sqlite") as store:
+                start = time.perf_counter()
+                report = run_study(on, store, LocalExecutor(1))
+                seconds[where] = time.perf_counter() - start
+            if report.counts.get("done") != len(specs):
+                errors = [r.error for r in report.failures][:2]
+                print(f"study check: on {where}: {report.counts}; {errors}")
+                return {"device": where, "counts": report.counts, "errors": errors}
+    gpu, cpu = seconds[str(device)], seconds["cpu"]
+    print(
+        f"study check: smoke, {len(specs)} trials: {device} {gpu:.1f} s, cpu {cpu:.1f} s "
+        f"-> {gpu / cpu:.2f}x the CPU's time"
+    )
+    return {"trials": len(specs), "device_s": gpu, "cpu_s": cpu, "ratio": gpu / cpu}
+
+
+def epoch_check(device: torch.device, small: bool = False) -> dict[str, Any] | None:
+    """(c) One epoch of cifar10-resnet20 (batch 128, crop + flip, SGD momentum 0.9) on
+    synthetic CIFAR-shaped data, through the harness's trial loop and as a bare torch loop
+    (the same batches, model and torch SGD; no per-step record) on the same device; medians
+    of 3 interleaved epochs. ``small``: 128 images, one round (a check of this script)."""
+    from demon_optim.study.spec import TrialSpec
+    from demon_optim.study.tasks import Split, TaskData, get_task
+    from demon_optim.study.trial import run_trial
+
+    task = get_task("cifar10-resnet20")
+    generator = torch.Generator().manual_seed(0)
+    train, held_out = (128, 32) if small else (45_000, 5_000)
+
+    def split(n: int) -> Split:
+        images = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=generator)
+        return Split(images, torch.randint(0, 10, (n,), generator=generator))
+
+    data = TaskData(split(train), split(held_out), split(2 * held_out))
+    config = (("lr", 0.1), ("momentum", 0.9), ("weight_decay", 0.0))
+    spec = TrialSpec("cifar10-resnet20", "sgdm", config, 0, 1, 128, device=str(device))
+
+    def harness() -> float:
+        _sync(device)
+        start = time.perf_counter()
+        result = run_trial(spec, data, task)
+        _sync(device)
+        if result.status != "done":
+            raise RuntimeError(f"epoch check: the trial {result.status}: {result.error}")
+        return time.perf_counter() - start
+
+    def bare() -> float:
+        _sync(device)
+        start = time.perf_counter()
+        on = data.to(device)
+        torch.manual_seed(0)
+        model = task.build_model().to(device)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        shuffle, augment = torch.Generator().manual_seed(0), torch.Generator().manual_seed(1)
+        model.train()
+        for inputs, targets in task.batches(on.train, 128, shuffle, augment_generator=augment):
+            loss = task.loss(model(inputs), targets)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        task.evaluate(model, on.val)
+        task.evaluate(model, on.test)
+        _sync(device)
+        return time.perf_counter() - start
+
+    rounds = 1 if small else 3
+    times: dict[str, list[float]] = {"harness": [], "bare": []}
+    for i in range(rounds):
+        order = [("harness", harness), ("bare", bare)]
+        for name, run in order if i % 2 == 0 else order[::-1]:
+            times[name].append(run())
+    h, b = statistics.median(times["harness"]), statistics.median(times["bare"])
+    print(
+        f"epoch check: cifar10-resnet20, one epoch of {train} synthetic images on {device}: "
+        f"harness {h:.2f} s, bare torch loop {b:.2f} s (medians of {rounds}) -> {h / b:.3f}x"
+    )
+    return {"images": train, "harness_s": h, "bare_s": b, "ratio": h / b, "rounds": rounds}
 
 
 # --- main -----------------------------------------------------------------------------------------
@@ -300,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
     if device.type == "cuda" and not args.no_pytest:
         record["pytest"] = run_cuda_tests(args.pytest_args.split(), args.pytest_timeout)
     for name, check in (("study", study_check), ("epoch", epoch_check)):
-        result = check(device)
+        result = check(device, small=args.cpu_smoke)
         record[name] = result
         if result is not None:
             print(f"\n{name} check: {json.dumps(result, default=str)}")

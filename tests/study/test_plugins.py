@@ -12,15 +12,12 @@ import pathlib
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 
 import pytest
 
 from demon_optim.errors import ConfigError
 from demon_optim.study import StudyRun, plugins, run
-from demon_optim.study.methods import registry as method_registry
 from demon_optim.study.store import ResultStore
-from demon_optim.study.tasks import registry as task_registry
 
 PLUGIN = '''
 import math
@@ -82,19 +79,8 @@ register_method(
 
 
 @pytest.fixture(autouse=True)
-def clean_registries() -> Iterator[None]:
+def clean_registries(restore_registries: None) -> None:
     """Each test's plugins leave both registries as they were."""
-    tasks, methods = dict(task_registry._TASKS), dict(method_registry._METHODS)
-    modules = set(sys.modules)
-    yield
-    task_registry._TASKS.clear()
-    task_registry._TASKS.update(tasks)
-    method_registry._METHODS.clear()
-    method_registry._METHODS.update(methods)
-    plugins._LOADED.clear()
-    for name in set(sys.modules) - modules:
-        if name.startswith("demon_optim_plugin_"):
-            del sys.modules[name]
 
 
 def write(path: pathlib.Path, text: str) -> pathlib.Path:

@@ -10,7 +10,8 @@ needs no shared file system and no database server.
 
 A task whose worker dies (killed, out of memory, its node lost) yields a ``failed`` result
 for its trial, and the study goes on; the next ``demon-optim run`` retries it. Closing the
-iterator (Ctrl-C, an error in the driver) cancels the tasks still queued or running.
+iterator (Ctrl-C, an error in the driver) cancels the tasks still queued or running (on
+the local cluster started here, by stopping that cluster; it starts again when needed).
 
 Ray is an optional dependency: ``pip install 'demon-optim[ray]'``.
 """
@@ -97,6 +98,8 @@ class RayExecutor:
         self.num_cpus_per_trial = num_cpus_per_trial
         self.num_gpus_per_trial = num_gpus_per_trial
         self.max_retries = max_retries
+        # the local cluster this executor starts itself (None: one it was given)
+        self._own_cluster: dict[str, Any] | None = None
         if not ray.is_initialized():
             options: dict[str, Any] = {"address": address, "logging_level": "WARNING"}
             if address is None:
@@ -109,6 +112,8 @@ class RayExecutor:
                 raise ConfigError(
                     f"--address: cannot reach a Ray cluster at {address!r}: {error}"
                 ) from None
+            if address is None:
+                self._own_cluster = options
         if workers is None:
             resources = ray.cluster_resources()
             workers = int(resources.get("CPU", 1) // num_cpus_per_trial)
@@ -135,6 +140,8 @@ class RayExecutor:
         tasks are in flight (the driver claims a trial in the store as it hands it over).
         """
         ray = self._ray
+        if self._own_cluster is not None and not ray.is_initialized():
+            ray.init(**self._own_cluster)  # stopped after an interrupted run: start it again
         todo = iter(specs)
         running: dict[Any, TrialSpec] = {}
         more = True
@@ -152,9 +159,26 @@ class RayExecutor:
                 for ref in ready:
                     yield self._collect(ref, running.pop(ref))
         finally:
-            for ref in running:
-                with contextlib.suppress(Exception):
-                    ray.cancel(ref, force=False)  # force=True races replies in Ray 2.60
+            if running:
+                self._stop(list(running))
+
+    def _stop(self, refs: list[Any]) -> None:
+        """Stop the tasks still queued or running (the driver stopped iterating).
+
+        On the local cluster this executor started, stop the cluster itself: in Ray 2.60,
+        cancelling a task whose reply is on its way can abort the driver (a failed check in
+        Ray's task manager, "Tried to complete task that was not pending"), which an
+        interrupted run met now and then. On a cluster it was given, cancel the tasks
+        (``force=True`` races replies the same way).
+        """
+        ray = self._ray
+        if self._own_cluster is not None:
+            with contextlib.suppress(Exception):
+                ray.shutdown()
+            return
+        for ref in refs:
+            with contextlib.suppress(Exception):
+                ray.cancel(ref, force=False)
 
     def _collect(self, ref: Any, spec: TrialSpec) -> TrialResult:
         """A finished task's result; a failed result if its worker died or Ray failed it."""

@@ -23,13 +23,16 @@ import pathlib
 import sys
 from collections.abc import Sequence
 
-from demon_optim.errors import ConfigError, EnvironmentFailure, describe_os_error
+from demon_optim.errors import (
+    EXIT_ENVIRONMENT,
+    EXIT_FAILED_TRIALS,  # noqa: F401  (the command's exit codes, importable from here)
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    ConfigError,
+    EnvironmentFailure,
+    describe_os_error,
+)
 from demon_optim.errors import one_line as _one_line
-
-EXIT_FAILED_TRIALS = 1
-EXIT_USAGE = 2
-EXIT_ENVIRONMENT = 3
-EXIT_INTERRUPTED = 130
 
 
 def _path(text: str) -> pathlib.Path:

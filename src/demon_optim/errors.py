@@ -12,6 +12,13 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 
+#: Exit codes of the ``demon-optim`` command (see :mod:`demon_optim.cli`); ``run()`` reports
+#: the one ``demon-optim run`` would exit with.
+EXIT_FAILED_TRIALS = 1
+EXIT_USAGE = 2
+EXIT_ENVIRONMENT = 3
+EXIT_INTERRUPTED = 130
+
 
 class ConfigError(ValueError):
     """A bad value supplied by the user: names the field, the value and what is allowed."""

@@ -18,15 +18,20 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from demon_optim.errors import ConfigError, EnvironmentFailure, describe_os_error, invalid, one_line
+from demon_optim.errors import (
+    EXIT_ENVIRONMENT,
+    EXIT_FAILED_TRIALS,
+    ConfigError,
+    EnvironmentFailure,
+    describe_os_error,
+    invalid,
+    one_line,
+)
 from demon_optim.study import devices
 from demon_optim.study.executors import Executor, RunReport, run_study
 from demon_optim.study.results import TaskTable, summarize, to_markdown
 from demon_optim.study.spec import Study, TrialSpec, absolute_path, expand, load_study, parse_study
 from demon_optim.study.store import ResultStore
-
-#: Exit codes of ``demon-optim run`` (see :mod:`demon_optim.cli`).
-EXIT_FAILED_TRIALS, EXIT_ENVIRONMENT = 1, 3
 
 Echo = Callable[[str], None]
 

@@ -43,7 +43,6 @@ from demon_optim.study.methods.hyperparameters import (
     Hyperparameter,
     Value,
     betas,
-    learning_rate,
     milestones,
     momentum_range,
     switch,
@@ -53,7 +52,7 @@ from demon_optim.study.methods.registry import register_method
 
 
 def _lr(grid: tuple[float, ...]) -> Hyperparameter:
-    return Hyperparameter(grid, learning_rate, "learning rate (OneCycle: the peak)")
+    return Hyperparameter(grid, _checks.learning_rate, "learning rate (OneCycle: the peak)")
 
 
 MOMENTUM = Hyperparameter(
@@ -88,7 +87,7 @@ NU = Hyperparameter(
 )
 AGGMO_BETAS = Hyperparameter(((0.0, 0.9, 0.99),), betas, "AggMo damping factors (one buffer each)")
 LR_FACTOR = Hyperparameter(
-    (1.0,), learning_rate, "YellowFin: factor on the learning rate its tuner sets"
+    (1.0,), _checks.learning_rate, "YellowFin: factor on the learning rate its tuner sets"
 )
 # YellowFin's options added after its first trials: ``legacy`` is how those ran (see
 # docs/reference-optimizers.md); the grids are YellowFin's defaults, the authors' code.

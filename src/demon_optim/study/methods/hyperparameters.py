@@ -196,10 +196,6 @@ def milestones(field: str, value: object) -> tuple[float, ...]:
     return fractions
 
 
-def learning_rate(field: str, value: object) -> float:
-    return _checks.learning_rate(field, value)
-
-
 # --- how values are printed ------------------------------------------------------------------
 
 

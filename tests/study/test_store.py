@@ -281,7 +281,7 @@ def test_version_1_store_is_migrated_in_place_after_a_backup(
     before = v1_store(path)
     with caplog.at_level(logging.WARNING), ResultStore(path) as store:
         meta = store.meta()
-        assert meta["schema_version"] == "2" and len(meta["store_id"]) == 32
+        assert meta["schema_version"] == str(SCHEMA_VERSION) and len(meta["store_id"]) == 32
         assert meta["created_at"] == "2025-01-01"
         assert store.claims() == []
         assert store.pending([spec(0), spec(1)]) == [spec(1)]
@@ -292,8 +292,12 @@ def test_version_1_store_is_migrated_in_place_after_a_backup(
         after = db.execute("SELECT * FROM trials ORDER BY rowid").fetchall()
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     db.close()
-    assert [row[:-1] for row in after] == before  # every v1 row intact, owner NULL
-    assert all(row[-1] is None for row in after) and rows[0]["owner"] is None
+    # every v1 row intact; owner, metrics and samples NULL
+    assert [row[:-3] for row in after] == before
+    assert all(row[-3:] == (None, None, None) for row in after) and rows[0]["owner"] is None
+    # a row from before version 3 reads with its one metric, named as its task names it
+    assert rows[0]["metrics"] == {"val": {"metric": 0.5}, "test": {"metric": 0.6}}
+    assert rows[1]["metrics"] == {} and rows[0]["samples"] is None
     with sqlite3.connect(f"{backup.as_uri()}?mode=ro", uri=True) as db:
         assert db.execute("SELECT * FROM trials ORDER BY rowid").fetchall() == before
         assert dict(db.execute("SELECT * FROM meta"))["schema_version"] == "1"

@@ -51,7 +51,7 @@ def test_a_store_on_a_read_only_file_system_is_read(tmp_path: pathlib.Path) -> N
             store.write(result(spec(seed)))
     assert sorted(p.name for p in source.iterdir()) == ["s.sqlite"]  # closed cleanly
     with read_only(source, tmp_path / "ro") as ro, ResultStore(ro / "s.sqlite", readonly=True) as s:
-        assert s.count() == 3 and s.meta()["schema_version"] == "2"
+        assert s.count() == 3 and s.meta()["schema_version"] == "3"
         assert [r["seed"] for r in s.rows()] == [0, 1, 2]
 
 

@@ -3,7 +3,7 @@
 Schema (version :data:`SCHEMA_VERSION`; see ``docs/study.md``)::
 
     meta(key TEXT PRIMARY KEY, value TEXT)
-        application = 'demon-optim results store', schema_version = '2', created_at,
+        application = 'demon-optim results store', schema_version = '3', created_at,
         store_id                                  -- random; names this store's pending files
     trials(trial_id TEXT PRIMARY KEY,             -- sha256 of the trial spec's canonical JSON
            task, method TEXT, seed, epochs, batch_size INTEGER,
@@ -16,15 +16,19 @@ Schema (version :data:`SCHEMA_VERSION`; see ``docs/study.md``)::
            error TEXT, traceback TEXT,
            started_at, finished_at TEXT,          -- ISO 8601, UTC
            attempts INTEGER,                      -- runs of this trial (failed ones re-run)
-           owner TEXT)                            -- the driver that wrote it (v2; NULL before)
+           owner TEXT,                            -- the driver that wrote it (v2; NULL before)
+           metrics TEXT,                          -- JSON {"val": {name: value}, "test": ...,
+                                                  --   "final": ...} (v3; NULL before)
+           samples TEXT)                          -- JSON images to look at, or NULL (v3)
     claims(trial_id TEXT PRIMARY KEY,             -- a trial some driver is running now
            owner TEXT,                            -- host:pid:token of that driver
            expires_at REAL,                       -- Unix time; renewed while it runs
            claimed_at TEXT)
 
-Version 1 had no ``claims`` table, no ``owner`` column and no ``store_id``; opening a
-version-1 store for writing migrates it in place after copying it to
-``<store>.v1-backup`` (SQLite's backup API); opening it read-only reads it as it is.
+Version 1 had no ``claims`` table, no ``owner`` column and no ``store_id``; version 2 had no
+``metrics`` and ``samples`` columns (a trial had one metric). Opening an older store for
+writing migrates it in place after copying it to ``<store>.v<N>-backup`` (SQLite's backup
+API); opening it read-only reads it as it is (the missing columns read as NULL).
 
 Durability: WAL journal, ``synchronous=FULL``, every result written in its own transaction,
 so a driver killed at any moment (SIGKILL included) keeps every result written before the
@@ -69,7 +73,7 @@ from demon_optim.study.spec import TrialSpec
 from demon_optim.study.trial import TrialResult
 
 APPLICATION = "demon-optim results store"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 FINAL_STATUSES = ("done", "diverged")  # never re-run
 _SQLITE_HEADER = b"SQLite format 3\x00"
 
@@ -105,7 +109,9 @@ CREATE TABLE IF NOT EXISTS trials (
     started_at TEXT NOT NULL,
     finished_at TEXT NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 1,
-    owner TEXT
+    owner TEXT,
+    metrics TEXT,
+    samples TEXT
 )"""
 _CLAIMS = """
 CREATE TABLE IF NOT EXISTS claims (
@@ -120,8 +126,12 @@ _SCHEMA = (
     "CREATE INDEX IF NOT EXISTS trials_by_task_method ON trials (task, method)",
     _CLAIMS,
 )
-# Version 1 -> 2: what version 2 added (the schema of version 1 is the above without them).
-_MIGRATE_1_TO_2 = ("ALTER TABLE trials ADD COLUMN owner TEXT", _CLAIMS)
+# What each version added (the schema of version 1 is the above without all of them): the
+# statements that migrate a store from the version before.
+_MIGRATIONS = {
+    2: ("ALTER TABLE trials ADD COLUMN owner TEXT", _CLAIMS),
+    3: ("ALTER TABLE trials ADD COLUMN metrics TEXT", "ALTER TABLE trials ADD COLUMN samples TEXT"),
+}
 
 _COLUMNS = (
     "trial_id",
@@ -144,8 +154,11 @@ _COLUMNS = (
     "started_at",
     "finished_at",
     "owner",
+    "metrics",
+    "samples",
 )
 _JSON_COLUMNS = ("hyperparameters", "spec", "history", "versions")
+_NULLABLE_JSON_COLUMNS = ("metrics", "samples")  # NULL in rows written before version 3
 
 # A failed row is replaced by the new result (and its attempts counted); a final row is kept.
 _UPSERT = f"""
@@ -460,10 +473,11 @@ class ResultStore:
                 self._db.executemany(
                     "INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", current.items()
                 )
-            elif version == "1":
-                backup = self._backup_v1()
-                for statement in _MIGRATE_1_TO_2:
-                    self._db.execute(statement)
+            elif int(version) < SCHEMA_VERSION:
+                backup = self._backup(version)
+                for step in range(int(version) + 1, SCHEMA_VERSION + 1):
+                    for statement in _MIGRATIONS[step]:
+                        self._db.execute(statement)
                 current["schema_version"] = str(SCHEMA_VERSION)
                 current.setdefault("store_id", uuid.uuid4().hex)
                 self._db.executemany(
@@ -471,20 +485,22 @@ class ResultStore:
                     [(k, current[k]) for k in ("schema_version", "store_id")],
                 )
                 log.warning(
-                    "store '%s': migrated from schema version 1 to %d; the version-1 store "
+                    "store '%s': migrated from schema version %s to %d; the version-%s store "
                     "was copied to '%s' first",
                     self.path,
+                    version,
                     SCHEMA_VERSION,
+                    version,
                     backup,
                 )
         return current
 
-    def _backup_v1(self) -> pathlib.Path:
+    def _backup(self, version: str) -> pathlib.Path:
         """Copy the store (as committed) beside it, with SQLite's backup API."""
-        backup = self.path.with_name(self.path.name + ".v1-backup")
+        backup = self.path.with_name(f"{self.path.name}.v{version}-backup")
         number = 1
         while backup.exists():
-            backup = self.path.with_name(f"{self.path.name}.v1-backup.{number}")
+            backup = self.path.with_name(f"{self.path.name}.v{version}-backup.{number}")
             number += 1
         source = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True)
         target = sqlite3.connect(backup)
@@ -752,6 +768,11 @@ class ResultStore:
                     continue
                 for column in _JSON_COLUMNS:
                     row[column] = json.loads(row[column])
+                for column in _NULLABLE_JSON_COLUMNS:
+                    text = row.get(column)  # absent from a version-1 or -2 store read as is
+                    row[column] = None if text is None else json.loads(text)
+                if row["metrics"] is None:  # written before version 3: the one metric
+                    row["metrics"] = _metrics_of_old_row(row)
                 rows.append(row)
             return rows
 
@@ -808,7 +829,7 @@ def _row(result: TrialResult, owner: str | None) -> dict[str, Any]:
         _finite_or_none(result.val_metric),
         _finite_or_none(result.test_metric),
         len(result.history),
-        json.dumps([_clean(r) for r in result.history]),
+        json.dumps(_json_safe(list(result.history))),
         result.wall_time_s,
         json.dumps(result.versions, sort_keys=True),
         result.error,
@@ -816,8 +837,19 @@ def _row(result: TrialResult, owner: str | None) -> dict[str, Any]:
         _iso(result.started_at),
         _now_iso(),
         owner,
+        json.dumps(_json_safe(result.metrics)),
+        None if result.samples is None else json.dumps(result.samples.to_json()),
     )
     return dict(zip(_COLUMNS, values, strict=True))
+
+
+def _metrics_of_old_row(row: Mapping[str, Any]) -> dict[str, dict[str, float]]:
+    """A version-2 row's metrics: its one metric, named by the task as its spec says."""
+    if row["status"] != "done":
+        return {}
+    about = row["spec"].get("about") or {}
+    name = about.get("metric", "metric")
+    return {"val": {name: row["val_metric"]}, "test": {name: row["test_metric"]}}
 
 
 def _csv_value(value: Any) -> Any:
@@ -830,11 +862,16 @@ def _finite_or_none(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
 
-def _clean(record: dict[str, Any]) -> dict[str, Any]:
-    """Non-finite floats become None, so the history column is standard JSON."""
-    return {
-        k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()
-    }
+def _json_safe(value: Any) -> Any:
+    """``value`` with every non-finite float (in nested dicts and lists) made None, so that
+    the JSON columns are standard JSON."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
 
 
 class _Transaction:

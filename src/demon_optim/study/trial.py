@@ -22,6 +22,7 @@ number of torch threads (the executors use one) gives the same metrics.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import functools
 import math
@@ -29,7 +30,7 @@ import platform
 import time
 import traceback
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -42,9 +43,57 @@ STATUSES = ("done", "diverged", "failed")
 
 
 @dataclass(frozen=True)
+class Samples:
+    """Images a trial produced to be looked at: ``pixels`` is ``shape = (N, C, H, W)``
+    8-bit values, row-major (what :attr:`FinalOutputs.images` becomes in the store)."""
+
+    shape: tuple[int, int, int, int]
+    pixels: bytes
+
+    #: the most images a trial keeps (a grid of 8 x 8 in the report)
+    LIMIT: ClassVar[int] = 64
+
+    @classmethod
+    def of(cls, images: torch.Tensor) -> Samples:
+        """From ``[N, C, H, W]`` floats in [0, 1] (clamped; at most :attr:`LIMIT` kept)."""
+        if images.ndim != 4 or images.shape[1] not in (1, 3):
+            raise ValueError(
+                f"final_outputs().images: got shape {tuple(images.shape)}; "
+                "allowed: [N, C, H, W] with C = 1 or 3"
+            )
+        kept = images[: cls.LIMIT].detach().float().cpu().clamp(0, 1)
+        pixels = (kept * 255).round().to(torch.uint8).contiguous()
+        n, c, h, w = pixels.shape
+        return cls((n, c, h, w), pixels.numpy().tobytes())
+
+    def to_json(self) -> dict[str, Any]:
+        return {"shape": list(self.shape), "uint8": base64.b64encode(self.pixels).decode()}
+
+    @classmethod
+    def from_json(cls, record: dict[str, Any]) -> Samples:
+        n, c, h, w = (int(x) for x in record["shape"])
+        pixels = base64.b64decode(record["uint8"])
+        if len(pixels) != n * c * h * w:
+            raise ValueError(f"samples: {len(pixels)} bytes for shape {(n, c, h, w)}")
+        return cls((n, c, h, w), pixels)
+
+    def array(self) -> Any:
+        """The pixels as a numpy ``uint8`` array of :attr:`shape`."""
+        import numpy
+
+        return numpy.frombuffer(self.pixels, dtype=numpy.uint8).reshape(self.shape)
+
+
+@dataclass(frozen=True)
 class TrialResult:
     """What one trial produced; ``history`` holds one dict per finished epoch:
-    ``epoch, train_loss, val_metric, lr, momentum, elapsed_s``."""
+    ``epoch, train_loss, val_metric, lr, momentum, elapsed_s`` (and ``val_metrics``, all the
+    validation metrics by name, for a task with more than one).
+
+    ``metrics``: every metric by where it was measured, ``{"val": {...}, "test": {...}}``
+    of the final model, plus ``"final"`` for a task's :meth:`~Task.final_outputs`;
+    ``val_metric``/``test_metric`` are the task's selection metric among them.
+    """
 
     spec: TrialSpec
     status: str  # one of STATUSES
@@ -56,6 +105,8 @@ class TrialResult:
     versions: dict[str, str] = field(default_factory=dict)
     error: str | None = None  # failed: "Type: message"; diverged: where the loss blew up
     traceback: str | None = None
+    metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    samples: Samples | None = None
 
     @property
     def trial_id(self) -> str:
@@ -94,12 +145,19 @@ def run_trial(spec: TrialSpec, data: TaskData, task: Task | None = None) -> Tria
         device = devices.resolve(spec.device)
         device_info = devices.describe(device)
         task = task or get_task(spec.task)
-        status, val, test, history, note = _train(spec, task, data, device)
+        outcome = _train(spec, task, data, device)
+        status, history, metrics, samples = (
+            outcome.status,
+            outcome.history,
+            outcome.metrics,
+            outcome.samples,
+        )
+        val, test = outcome.metric("val", task.metric), outcome.metric("test", task.metric)
         error = tb = None
         if status == "diverged":
-            error = note
+            error = outcome.note
     except Exception as exc:  # a failing trial is a result, the study goes on
-        status, val, test, history = "failed", None, None, []
+        status, val, test, history, metrics, samples = "failed", None, None, [], {}, None
         error = f"{type(exc).__name__}: {exc}"
         tb = traceback.format_exc()
     finally:
@@ -115,7 +173,34 @@ def run_trial(spec: TrialSpec, data: TaskData, task: Task | None = None) -> Tria
         versions={**versions(), **device_info},
         error=error,
         traceback=tb,
+        metrics=metrics,
+        samples=samples,
     )
+
+
+@dataclass
+class _Outcome:
+    """What training ended with: a status, the history, the final model's metrics."""
+
+    status: str
+    history: list[dict[str, Any]]
+    metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    samples: Samples | None = None
+    note: str | None = None  # diverged: where
+
+    def metric(self, where: str, name: str) -> float | None:
+        return self.metrics[where][name] if self.status == "done" else None
+
+
+def _evaluate(task: Task, model: torch.nn.Module, split: Any, where: str) -> dict[str, float]:
+    """All of a task's metrics on a split, its selection metric checked to be among them."""
+    values = task.evaluate_metrics(model, split)
+    if task.metric not in values:
+        raise ValueError(
+            f"task {task.name}: evaluate_metrics() on the {where} split gave "
+            f"{sorted(values)}, without the task's metric {task.metric!r}"
+        )
+    return {name: float(value) for name, value in values.items()}
 
 
 # The last data set moved to a device, so that a worker's trials share one copy there.
@@ -132,9 +217,7 @@ def _data_on(data: TaskData, device: torch.device) -> TaskData:
     return moved
 
 
-def _train(
-    spec: TrialSpec, task: Task, data: TaskData, device: torch.device
-) -> tuple[str, float | None, float | None, list[dict[str, Any]], str | None]:
+def _train(spec: TrialSpec, task: Task, data: TaskData, device: torch.device) -> _Outcome:
     method = get_method(spec.method)
     config = method.check_config(spec.config)
     batch, token_budget = spec.batch_size, spec.token_budget
@@ -174,7 +257,7 @@ def _train(
     last = steps - 1
     start = time.perf_counter()
     history: list[dict[str, Any]] = []
-    val = None
+    val_metrics: dict[str, float] = {}
     for epoch in range(1, spec.epochs + 1):
         model.train()
         state = task.initial_state(model, batch)
@@ -196,7 +279,7 @@ def _train(
             if not math.isfinite(value):
                 step = (epoch - 1) * steps + i
                 note = f"non-finite training loss ({value}) at epoch {epoch}, step {step}"
-                return "diverged", None, None, history, note
+                return _Outcome("diverged", history, note=note)
             total += value
             optimizer.zero_grad(set_to_none=True)
             if scaler is None:
@@ -218,27 +301,39 @@ def _train(
         if i != last:
             raise _miscounted(task, steps, epoch, f"{i + 1}")
         with autocast():
-            val = task.evaluate(model, data.val)
+            val_metrics = _evaluate(task, model, data.val, "validation")
+        val = val_metrics[task.metric]
         if not math.isfinite(val):
             note = f"non-finite validation {task.metric} ({val}) after epoch {epoch}"
-            return "diverged", None, None, history, note
+            return _Outcome("diverged", history, note=note)
         for epoch_hook in training.after_epoch:
             epoch_hook(val)
-        history.append(
-            {
-                "epoch": epoch,
-                "train_loss": total / steps,
-                "val_metric": val,
-                "lr": lr,
-                "momentum": momentum,
-                "elapsed_s": time.perf_counter() - start,
-            }
-        )
+        record = {
+            "epoch": epoch,
+            "train_loss": total / steps,
+            "val_metric": val,
+            "lr": lr,
+            "momentum": momentum,
+            "elapsed_s": time.perf_counter() - start,
+        }
+        if len(val_metrics) > 1:
+            record["val_metrics"] = val_metrics
+        history.append(record)
     with autocast():
-        test = task.evaluate(model, data.test)
+        test_metrics = _evaluate(task, model, data.test, "test")
+    test = test_metrics[task.metric]
     if not math.isfinite(test):
-        return "diverged", None, None, history, f"non-finite test {task.metric} ({test})"
-    return "done", val, test, history, None
+        return _Outcome("diverged", history, note=f"non-finite test {task.metric} ({test})")
+    metrics = {"val": val_metrics, "test": test_metrics}
+    samples = None
+    model.eval()
+    with torch.no_grad(), autocast():
+        final = task.final_outputs(model, data, spec.seed)
+    if final is not None:
+        metrics["final"] = {name: float(value) for name, value in final.metrics.items()}
+        if final.images is not None:
+            samples = Samples.of(final.images)
+    return _Outcome("done", history, metrics, samples)
 
 
 def _miscounted(task: Task, steps: int, epoch: int, got: str) -> RuntimeError:

@@ -8,6 +8,7 @@ A task is a model on a data set with its loss, metric and default budget
 from demon_optim.study.datasets import DataUnavailableError
 from demon_optim.study.tasks.base import (
     ClassificationTask,
+    FinalOutputs,
     Split,
     Task,
     TaskData,
@@ -24,6 +25,7 @@ from demon_optim.study.tasks.registry import (
 __all__ = [
     "ClassificationTask",
     "DataUnavailableError",
+    "FinalOutputs",
     "Split",
     "Task",
     "TaskData",

@@ -16,8 +16,8 @@ import abc
 import math
 import pathlib
 import threading
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
@@ -73,6 +73,21 @@ class TaskData:
     def to(self, device: torch.device) -> TaskData:
         """The three splits on ``device`` (a GPU trial holds its small data sets there)."""
         return TaskData(self.train.to(device), self.val.to(device), self.test.to(device))
+
+
+@dataclass(frozen=True)
+class FinalOutputs:
+    """What a task measures once, on the final model of a finished trial (see
+    :meth:`Task.final_outputs`).
+
+    ``metrics``: named values recorded beside the test metrics (never used for selection),
+    e.g. the quality of samples drawn from a generative model. ``images``: a few outputs to
+    look at, ``[N, C, H, W]`` floats in [0, 1] (C is 1 or 3); the store keeps them as 8-bit
+    pixels and the report shows them as a grid per method.
+    """
+
+    metrics: Mapping[str, float] = field(default_factory=dict)
+    images: torch.Tensor | None = None
 
 
 # Per-process cache of loaded data, keyed by (data_key, data_dir). A lock so that threads of
@@ -172,6 +187,33 @@ class Task(abc.ABC):
     @abc.abstractmethod
     def evaluate(self, model: torch.nn.Module, split: Split, batch_size: int = 1000) -> float:
         """The task's metric on a whole split, in eval mode and without gradients."""
+
+    def evaluate_metrics(
+        self, model: torch.nn.Module, split: Split, batch_size: int = 1000
+    ) -> dict[str, float]:
+        """Every metric the task reports on a split, by name; :attr:`metric` (the one that
+        selection uses) among them.
+
+        The trial loop calls this, on the validation split after every epoch and on the test
+        split at the end, and the store keeps all of them. Default: the one metric,
+        ``{self.metric: self.evaluate(model, split, batch_size)}``. A task with several
+        (GLUE's MRPC: F1 and accuracy) overrides this and :meth:`evaluate` returns its
+        selection metric.
+        """
+        return {self.metric: self.evaluate(model, split, batch_size)}
+
+    def final_outputs(
+        self, model: torch.nn.Module, data: TaskData, seed: int
+    ) -> FinalOutputs | None:
+        """Measurements made once on the final model of a trial that finished (default:
+        none); e.g. a generative model's samples and their quality.
+
+        Called after the test evaluation, in eval mode and without gradients, with the
+        trial's ``seed`` (seed a private generator from it: the outputs must be
+        deterministic). Its cost counts in the trial's wall time, not in the training time
+        of its history.
+        """
+        return None
 
     # --- how the trial loop trains the task (see the class docstring) ------------------------
 

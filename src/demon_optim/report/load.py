@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pathlib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from demon_optim.errors import ConfigError
@@ -19,6 +19,7 @@ from demon_optim.study.methods import Value, method_names
 from demon_optim.study.spec import TrialAbout, TrialSpec
 from demon_optim.study.store import ResultStore
 from demon_optim.study.tasks import task_names
+from demon_optim.study.trial import Samples
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,9 @@ class Trial:
     error: str | None
     started_at: str
     finished_at: str
+    # every metric by where it was measured ("val", "test", "final"), as the store keeps it
+    metrics: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    samples: Samples | None = None  # images the trial produced (a generative task's)
 
     @property
     def trial_id(self) -> str:
@@ -129,7 +133,21 @@ def _trial(row: Mapping[str, Any], path: pathlib.Path) -> Trial:
         error=row.get("error"),
         started_at=row.get("started_at") or "",
         finished_at=row.get("finished_at") or "",
+        metrics=dict(row.get("metrics") or {}),
+        samples=_samples(row.get("samples"), path, spec.trial_id),
     )
+
+
+def _samples(record: Any, path: pathlib.Path, trial_id: str) -> Samples | None:
+    if record is None:
+        return None
+    try:
+        return Samples.from_json(record)
+    except (KeyError, TypeError, ValueError) as error:
+        raise ConfigError(
+            f"store: '{path}': trial {trial_id[:12]} has unreadable samples ({error}); "
+            "allowed: the samples demon-optim writes"
+        ) from None
 
 
 def _about_from_registries(spec: TrialSpec, path: pathlib.Path) -> TrialAbout:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import io
+import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
@@ -24,6 +25,26 @@ from demon_optim.report import escape, naming
 from demon_optim.report.load import StoreData, Trial
 from demon_optim.study.methods import Value
 from demon_optim.study.results import DIGITS, summarize
+
+
+@dataclass(frozen=True)
+class MetricValue:
+    """One more metric of a row's selected configuration: ``where`` it was measured ("test":
+    a task's other test metrics, "final": its final outputs), mean and std over seeds."""
+
+    where: str
+    name: str
+    mean: float | None
+    std: float | None  # None with one seed
+
+    @property
+    def label(self) -> str:
+        return f"test {self.name}" if self.where == "test" else self.name
+
+    def text(self) -> str:
+        if self.mean is None:
+            return "-"
+        return number(self.mean) + ("" if self.std is None else f" ± {number(self.std)}")
 
 
 @dataclass(frozen=True)
@@ -46,6 +67,7 @@ class Row:
     diverged: int = 0
     failed: int = 0
     rank: int | None = None
+    metrics: tuple[MetricValue, ...] = ()  # the task's other metrics, selected configuration
 
     @property
     def best(self) -> bool:
@@ -66,6 +88,17 @@ class Setting:
     epochs: int | None = None
     batch_size: int | None = None
     token_budget: int | None = None
+    # metrics equal in every row (reference points a task measures the same way for every
+    # trial, e.g. the real data's sample-quality score): shown once, beside the table
+    shared: tuple[MetricValue, ...] = ()
+
+    @property
+    def metric_columns(self) -> tuple[str, ...]:
+        """Labels of the other metrics shown as columns, in the order first met."""
+        labels: list[str] = []
+        for row in self.rows:
+            labels += [m.label for m in row.metrics if m.label not in labels]
+        return tuple(labels)
 
     @property
     def key(self) -> tuple[str | None, str | None, int | None, int | None, int | None]:
@@ -168,8 +201,10 @@ def store_settings(data: StoreData, rank_all: bool = False) -> list[Setting]:
         for trial in trials:
             counts[trial.method] = counts.get(trial.method, 0) + 1
         by_method = {t.method: t.about for t in trials}
+        by_id = {t.trial_id: t for t in trials}
         rows = []
         for result in table.rows:
+            selected = [by_id[i] for i in result.trial_ids]
             reference = by_method[result.method].reference
             rows.append(
                 Row(
@@ -189,8 +224,10 @@ def store_settings(data: StoreData, rank_all: bool = False) -> list[Setting]:
                     trials=counts[result.method],
                     diverged=result.diverged,
                     failed=result.failed,
+                    metrics=other_metrics(selected, about.metric),
                 )
             )
+        rows, shared = _split_shared(rows)
         settings.append(
             Setting(
                 name=name,
@@ -203,9 +240,54 @@ def store_settings(data: StoreData, rank_all: bool = False) -> list[Setting]:
                 epochs=epochs,
                 batch_size=batch,
                 token_budget=tokens,
+                shared=shared,
             )
         )
     return settings
+
+
+def other_metrics(trials: Sequence[Trial], metric: str) -> tuple[MetricValue, ...]:
+    """A configuration's metrics beyond the selection metric, mean and std over its seeds:
+    the other test metrics, then the final outputs' (in the order the task reports them)."""
+    out = []
+    for where in ("test", "final"):
+        names: list[str] = []
+        for trial in trials:
+            names += [n for n in trial.metrics.get(where, {}) if n not in names]
+        for name in names:
+            if where == "test" and name == metric:
+                continue
+            values = [trial.metrics.get(where, {}).get(name) for trial in trials]
+            present = [float(v) for v in values if v is not None]
+            mean = statistics.fmean(present) if present else None
+            std = statistics.stdev(present) if len(present) > 1 else None
+            out.append(MetricValue(where, name, mean, std))
+    return tuple(out)
+
+
+def _split_shared(rows: list[Row]) -> tuple[list[Row], tuple[MetricValue, ...]]:
+    """Move the metrics whose value is the same in every row (2 rows or more) out of them."""
+    with_metrics = [r for r in rows if r.metrics]
+    if len(with_metrics) < 2:
+        return rows, ()
+    first = {m.label: m for m in with_metrics[0].metrics}
+    shared = []
+    for label, value in first.items():
+        same = all(
+            any(
+                m.label == label
+                and m.mean is not None
+                and value.mean is not None
+                and round(m.mean, DIGITS) == round(value.mean, DIGITS)
+                for m in row.metrics
+            )
+            for row in with_metrics
+        )
+        if same:
+            shared.append(value)
+    labels = {m.label for m in shared}
+    kept = [replace(r, metrics=tuple(m for m in r.metrics if m.label not in labels)) for r in rows]
+    return kept, tuple(shared)
 
 
 # --- rendering ------------------------------------------------------------------------------
@@ -254,13 +336,17 @@ CSV_COLUMNS = (
 
 
 def to_csv(setting: Setting) -> str:
-    """The table as CSV (:data:`CSV_COLUMNS`; empty cells where a value does not exist, e.g.
-    ``test_std`` with one seed); text cells are made safe for spreadsheets
+    """The table as CSV (:data:`CSV_COLUMNS`, then ``<label>_mean, <label>_std`` for each of
+    the task's other metrics; empty cells where a value does not exist, e.g. ``test_std``
+    with one seed); text cells are made safe for spreadsheets
     (:func:`~demon_optim.report.escape.csv_cell`)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(CSV_COLUMNS)
+    labels = setting.metric_columns
+    extra = [f"{label.replace(' ', '_')}_{part}" for label in labels for part in ("mean", "std")]
+    writer.writerow([*CSV_COLUMNS, *extra])
     for row in setting.rows:
+        by_label = {m.label: m for m in row.metrics}
         cells = [
             setting.name,
             "" if row.rank is None else row.rank,
@@ -279,6 +365,9 @@ def to_csv(setting: Setting) -> str:
             row.diverged,
             row.failed,
         ]
+        for label in labels:
+            value = by_label.get(label)
+            cells += [_csv_number(value and value.mean), _csv_number(value and value.std)]
         writer.writerow([escape.csv_cell(cell) for cell in cells])
     return buffer.getvalue()
 
@@ -299,16 +388,20 @@ def header_and_cells(setting: Setting) -> tuple[list[str], list[list[str]]]:
     header.append(f"{metric} (mean ± std)" if with_std else metric)
     if with_ci:
         header.append("95 % CI")
+    labels = setting.metric_columns
+    header += labels
     if store:
         header += ["seeds", f"val {setting.metric}", "configs", "diverged", "failed"]
     cells = []
     for row in setting.rows:
+        by_label = {m.label: m for m in row.metrics}
         line = [rank_text(row), row.method + (" (best)" if row.best else "")]
         if store:
             line.append(row.selected or "-")
         line.append(result_text(row))
         if with_ci:
             line.append("-" if row.ci95 is None else f"± {number(row.ci95)}")
+        line += [by_label[label].text() if label in by_label else "-" for label in labels]
         if store:
             line += [
                 str(row.seeds),
@@ -323,7 +416,7 @@ def header_and_cells(setting: Setting) -> tuple[list[str], list[list[str]]]:
 
 def to_markdown(setting: Setting) -> str:
     header, cells = header_and_cells(setting)
-    numeric = {"rank", "seeds", "configs", "diverged", "failed", "95 % CI"}
+    numeric = {"rank", "seeds", "configs", "diverged", "failed", "95 % CI", *setting.metric_columns}
     align = [
         "---:" if h in numeric or "mean" in h or h.startswith("val") else "---" for h in header
     ]
@@ -336,4 +429,12 @@ def to_markdown(setting: Setting) -> str:
     ]
     for line in cells:
         lines.append("| " + " | ".join(md(c) for c in line) + " |")
+    if setting.shared:
+        lines += ["", md(shared_text(setting))]
     return "\n".join(lines) + "\n"
+
+
+def shared_text(setting: Setting) -> str:
+    """The line under a table naming the metrics that are the same for every method."""
+    values = ", ".join(f"{m.label} {number(m.mean)}" for m in setting.shared)
+    return f"The same for every method (measured the same way for each trial): {values}."

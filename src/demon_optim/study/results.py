@@ -48,6 +48,7 @@ class MethodResult:
     failed: int
     missing: int  # not in the store (interrupted study)
     rank: int | None = None
+    trial_ids: tuple[str, ...] = ()  # the selected configuration's trials, one per seed
 
 
 @dataclass(frozen=True)
@@ -139,6 +140,7 @@ def _method_result(name: str, configs: Mapping[str, list], higher_is_better: boo
         seeds=len(tests),
         val_mean=val_mean,
         configs=len(configs),
+        trial_ids=tuple(spec.trial_id for spec, _ in trials),
         **counts,
     )
 

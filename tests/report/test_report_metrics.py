@@ -127,3 +127,17 @@ def test_tile_colour_and_a_partial_last_row() -> None:
     grid = samples.tile(pixels)
     assert grid.shape == (2 * 3 + 1, 3 * 3 + 1, 3)  # 3 columns, 2 rows
     assert (grid[4:6, 4:6] == 1.0).all() and (grid[1:3, 1:3] == 0.0).all()
+
+
+def test_published_results_of_a_task_go_beside_its_table(
+    store: pathlib.Path, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from demon_optim.study.tasks import get_task
+
+    said = "Someone 2014, model X: 0.761 (10-fold cross-validation, not this split)."
+    monkeypatch.setattr(type(get_task(TASK)), "published", said)
+    (setting,) = tables.store_settings(load_store(store))
+    assert setting.published == said
+    assert f"Published on this data: {said}" in tables.to_markdown(setting)
+    html = build_report(store, tmp_path / "report").read_text()
+    assert "Published on this data: Someone 2014" in html

@@ -152,6 +152,9 @@ def _section_html(content: Content, section: str) -> str:
             parts.append(_html_table(header, cells, classes, setting.metric_columns))
             if setting.shared:
                 parts.append(f'<p class="note">{_e(tables_module.shared_text(setting))}</p>')
+            if setting.published:
+                published = f"Published on this data: {setting.published}"
+                parts.append(f'<p class="note">{_e(published)}</p>')
     elif section == "topk":
         header, cells = topk_module.header_and_cells(content.topk)
         parts.append(

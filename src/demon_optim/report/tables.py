@@ -91,6 +91,7 @@ class Setting:
     # metrics equal in every row (reference points a task measures the same way for every
     # trial, e.g. the real data's sample-quality score): shown once, beside the table
     shared: tuple[MetricValue, ...] = ()
+    published: str = ""  # the task's published results on its data (Task.published)
 
     @property
     def metric_columns(self) -> tuple[str, ...]:
@@ -241,9 +242,17 @@ def store_settings(data: StoreData, rank_all: bool = False) -> list[Setting]:
                 batch_size=batch,
                 token_budget=tokens,
                 shared=shared,
+                published=_published(task_name),
             )
         )
     return settings
+
+
+def _published(task: str) -> str:
+    """What the task (if this process knows it) says was published on its data."""
+    from demon_optim.study.tasks import get_task, task_names
+
+    return get_task(task).published if task in task_names() else ""
 
 
 def other_metrics(trials: Sequence[Trial], metric: str) -> tuple[MetricValue, ...]:
@@ -431,6 +440,8 @@ def to_markdown(setting: Setting) -> str:
         lines.append("| " + " | ".join(md(c) for c in line) + " |")
     if setting.shared:
         lines += ["", md(shared_text(setting))]
+    if setting.published:
+        lines += ["", md(f"Published on this data: {setting.published}")]
     return "\n".join(lines) + "\n"
 
 

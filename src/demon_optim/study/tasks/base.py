@@ -149,6 +149,9 @@ class Task(abc.ABC):
     uses_token_budget: ClassVar[bool] = False
     # inputs are [B, C, H, W] images: a study's channels_last reaches the task's trials
     image_model: ClassVar[bool] = False
+    # published results on the task's data, for the report to show beside the table (one
+    # sentence that says whose, and how their protocol differs); "" for none
+    published: ClassVar[str] = ""
 
     def load_data(self, data_dir: pathlib.Path | None = None) -> TaskData:
         """Return the task's splits; deterministic, and loaded once per process per data_key."""

@@ -192,17 +192,20 @@ class Task(abc.ABC):
         """The task's metric on a whole split, in eval mode and without gradients."""
 
     def evaluate_metrics(
-        self, model: torch.nn.Module, split: Split, batch_size: int = 1000
+        self, model: torch.nn.Module, split: Split, batch_size: int | None = None
     ) -> dict[str, float]:
         """Every metric the task reports on a split, by name; :attr:`metric` (the one that
         selection uses) among them.
 
         The trial loop calls this, on the validation split after every epoch and on the test
         split at the end, and the store keeps all of them. Default: the one metric,
-        ``{self.metric: self.evaluate(model, split, batch_size)}``. A task with several
-        (GLUE's MRPC: F1 and accuracy) overrides this and :meth:`evaluate` returns its
-        selection metric.
+        ``{self.metric: self.evaluate(model, split)}`` (``batch_size`` passed on when given;
+        the trial loop gives none, so each task's own evaluation default holds). A task
+        with several (GLUE's MRPC: F1 and accuracy) overrides this and :meth:`evaluate`
+        returns its selection metric.
         """
+        if batch_size is None:
+            return {self.metric: self.evaluate(model, split)}
         return {self.metric: self.evaluate(model, split, batch_size)}
 
     def final_outputs(

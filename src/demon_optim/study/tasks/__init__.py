@@ -42,9 +42,11 @@ from demon_optim.study.tasks import (  # noqa: F401
     cifar,
     digits,
     fmnist,
+    glue,
     mnist,
     mnist1d,
     ptb,
+    rotten_tomatoes,
     stl10,
     tinyimagenet,
 )

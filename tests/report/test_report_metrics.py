@@ -141,3 +141,49 @@ def test_published_results_of_a_task_go_beside_its_table(
     assert f"Published on this data: {said}" in tables.to_markdown(setting)
     html = build_report(store, tmp_path / "report").read_text()
     assert "Published on this data: Someone 2014" in html
+
+
+def test_the_glue_view_averages_task_scores(tmp_path: pathlib.Path) -> None:
+    """glue-* settings give each method's task scores (the mean of a task's metrics) and
+    their average; the GLUE score itself needs all nine tasks."""
+    from demon_optim.report import glue
+
+    path = tmp_path / "glue.sqlite"
+    tests = {  # task -> method -> test metrics
+        "glue-cola": {
+            "adam+lr-warmup-linear": {"matthews": 0.50},
+            "demon-adam": {"matthews": 0.56},
+        },
+        "glue-mrpc": {
+            "adam+lr-warmup-linear": {"f1": 0.88, "accuracy": 0.84},
+            "demon-adam": {"f1": 0.90, "accuracy": 0.86},
+        },
+    }
+    with ResultStore(path) as db:
+        for task, by_method in tests.items():
+            for method, metrics in by_method.items():
+                config = dict(get_method(method).grid()[0])
+                spec = TrialSpec(task, method, tuple(config.items()), 0, 3, 32)
+                primary = "matthews" if task == "glue-cola" else "f1"
+                db.write(
+                    TrialResult(
+                        spec=spec,
+                        status="done",
+                        val_metric=metrics[primary],
+                        test_metric=metrics[primary],
+                        history=(),
+                        started_at=time.time(),
+                        metrics={"val": metrics, "test": metrics},
+                    )
+                )
+    settings = tables.store_settings(load_store(path))
+    (table,) = glue.glue_tables(settings)
+    assert table.tasks == ("cola", "mrpc")
+    assert table.methods == ("demon-adam", "adam+lr-warmup-linear")
+    assert table.scores["demon-adam"] == {"cola": 0.56, "mrpc": pytest.approx(0.88)}
+    assert table.average("adam+lr-warmup-linear") == pytest.approx((0.50 + 0.86) / 2)
+    assert table.header()[-1] == "average of these tasks"
+    assert table.cells()[0] == ["demon-adam", "56.0", "88.0", "72.0"]
+    index = build_report(path, tmp_path / "report")
+    assert "GLUE: task scores and their average" in index.read_text()
+    assert "demon-adam,average,72.0" in (tmp_path / "report" / "glue.csv").read_text()

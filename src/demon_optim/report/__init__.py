@@ -133,7 +133,7 @@ def store_content(
     trial_ids: Iterable[str] | None = None,
 ) -> Content:
     """Compute every view of a store's report (no files written)."""
-    from demon_optim.report import curves, heatmaps, html, samples, tables, topk
+    from demon_optim.report import curves, glue, heatmaps, html, samples, tables, topk
 
     if isinstance(tolerance, str):
         tolerance = parse_tolerance(tolerance)
@@ -188,7 +188,9 @@ def store_content(
                     "configuration.",
                 )
             )
-    sections = ("tables", "topk", "heatmaps", "curves")
+    glue_tables = glue.glue_tables(settings)
+    sections = ("tables", "glue") if glue_tables else ("tables",)
+    sections += ("topk", "heatmaps", "curves")
     if any(f.section == "samples" for f in figures):
         sections += ("samples",)
     return Content(
@@ -199,6 +201,7 @@ def store_content(
         figures=figures,
         notes=_store_notes(maps, rank_all),
         sections=sections,
+        glue=glue_tables,
     )
 
 
@@ -233,6 +236,11 @@ def _store_notes(maps: list, rank_all: bool) -> dict[str, str]:
         "tied methods count. Methods are compared across families by schedule name (demon = "
         "demon-sgdm and demon-adam; lr-cosine = sgdm+lr-cosine and adam+lr-cosine; none = "
         "constant lr). " + reference,
+        "glue": "Each method's selected configuration per GLUE task (test metrics: GLUE's "
+        "dev sets, whose test labels are not public), as a task score x 100: the mean of the "
+        "task's metrics (CoLA Matthews; MRPC and QQP F1 and accuracy; STS-B Pearson and "
+        "Spearman; MNLI matched and mismatched accuracy; accuracy otherwise). The GLUE score "
+        "is the mean of the nine task scores; with fewer tasks, the mean of those present.",
         "heatmaps": heatmap_note,
         "curves": "Validation metric per epoch of each method's selected configuration, and "
         "the learning rate and momentum it applied, as recorded by the trials.",

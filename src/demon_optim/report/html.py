@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from demon_optim.report import escape, output
 from demon_optim.report import tables as tables_module
 from demon_optim.report import topk as topk_module
+from demon_optim.report.glue import GlueTable
 from demon_optim.report.tables import Setting
 from demon_optim.report.topk import TopK
 
@@ -57,6 +58,7 @@ class Content:
     figures: Sequence[Figure] = ()
     notes: dict[str, str] = field(default_factory=dict)  # section -> paragraph
     sections: tuple[str, ...] = ("tables", "topk", "heatmaps", "curves")
+    glue: Sequence[GlueTable] = ()  # the GLUE view of glue-* settings (section "glue")
 
 
 def render(fig: object, slug: str, section: str, title: str, caption: str) -> Figure:
@@ -95,6 +97,7 @@ _SECTION_TITLES = {
     "heatmaps": "Robustness heatmaps (learning rate x momentum)",
     "curves": "Curves: validation metric and the schedules applied",
     "samples": "Samples of the final models",
+    "glue": "GLUE: task scores and their average",
 }
 
 
@@ -155,6 +158,10 @@ def _section_html(content: Content, section: str) -> str:
             if setting.published:
                 published = f"Published on this data: {setting.published}"
                 parts.append(f'<p class="note">{_e(published)}</p>')
+    elif section == "glue":
+        for table in content.glue:
+            parts.append(f"<h3>{_e(table.name)}</h3>")
+            parts.append(_html_table(table.header(), table.cells(), (), table.header()[1:]))
     elif section == "topk":
         header, cells = topk_module.header_and_cells(content.topk)
         parts.append(
@@ -202,6 +209,8 @@ def to_markdown(content: Content) -> str:
             lines += [tables_module.to_markdown(s) for s in content.settings]
         elif section == "topk":
             lines.append(topk_module.to_markdown(content.topk))
+        elif section == "glue":
+            lines += [table.to_markdown() for table in content.glue]
         else:
             for fig in (f for f in content.figures if f.section == section):
                 lines += [
@@ -225,6 +234,8 @@ def files(content: Content) -> dict[str, bytes]:
     for setting in content.settings:
         add(f"tables/{setting.slug}.csv", tables_module.to_csv(setting).encode("utf-8"))
     add("topk.csv", topk_module.to_csv(content.topk).encode("utf-8"))
+    if content.glue:
+        add("glue.csv", "".join(t.to_csv() for t in content.glue).encode("utf-8"))
     for fig in content.figures:
         add(f"figures/{fig.slug}.png", fig.png)
         add(f"figures/{fig.slug}.svg", fig.svg)

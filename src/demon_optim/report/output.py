@@ -40,7 +40,7 @@ LAST = "index.html"  # written last: its presence means the report is whole
 # A manifest entry the report may own: its own layout, one safe name per level (so a
 # tampered manifest cannot make it remove anything outside its own files).
 _OWNABLE = re.compile(
-    r"^(index\.html|report\.md|topk\.csv|(tables|figures)/[A-Za-z0-9][A-Za-z0-9._+-]*)$"
+    r"^(index\.html|report\.md|topk\.csv|glue\.csv|(tables|figures)/[A-Za-z0-9][A-Za-z0-9._+-]*)$"
 )
 
 

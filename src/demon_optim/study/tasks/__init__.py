@@ -44,6 +44,7 @@ from demon_optim.study.tasks import (  # noqa: F401
     fmnist,
     mnist,
     mnist1d,
+    ncsn,
     ptb,
     stl10,
     tinyimagenet,

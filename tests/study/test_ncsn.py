@@ -92,6 +92,20 @@ def test_the_noise_level_conditions_the_output() -> None:
     assert not torch.allclose(model(x, torch.tensor([9])), high)
 
 
+def test_output_scaling_divides_the_score_by_sigma() -> None:
+    sigmas = score.noise_levels().float()
+    torch.manual_seed(0)
+    plain = NCSN(1, ngf=2, levels=10)
+    torch.manual_seed(0)
+    scaled = NCSN(1, ngf=2, levels=10, output_sigmas=sigmas)
+    x, levels = torch.rand(3, 1, 8, 8), torch.tensor([0, 5, 9])
+    want = plain(x, levels) / sigmas[levels].view(-1, 1, 1, 1)
+    torch.testing.assert_close(scaled(x, levels), want)
+    assert get_task("fmnist-ncsn").build_model().output_sigmas is not None
+    with pytest.raises(ValueError, match="3 values for 10 levels"):
+        NCSN(1, ngf=2, levels=10, output_sigmas=sigmas[:3])
+
+
 # --- objective and sampler ---------------------------------------------------------------
 
 

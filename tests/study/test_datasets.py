@@ -435,7 +435,7 @@ def test_catalogue_rows_name_the_tasks_the_caller_says_use_them(tmp_path: pathli
 def test_the_command_line_maps_each_data_set_to_its_tasks(tmp_path: pathlib.Path) -> None:
     """``demon-optim data`` passes the registry's tasks to the catalogue, sorted by name."""
     uses = cli._tasks_by_data_set()
-    assert uses["cifar10"] == ["cifar10-resnet20"]
+    assert uses["cifar10"] == ["cifar10-ncsn", "cifar10-resnet20"]
     assert uses["mnist1d"] == ["mnist1d-cnn", "mnist1d-gru", "mnist1d-mlp"]  # by data_key
     assert uses["digits"] == ["digits-mlp"]
     assert {"fmnist-cnn", "fmnist-vae"} <= set(uses["fashion-mnist"])

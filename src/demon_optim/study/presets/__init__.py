@@ -335,6 +335,51 @@ lr = [1e-6, 3e-6, 1e-5, 3e-5]
 momentum = [0.9, 0.95, 0.97]
 """
 
+NCSN = """
+description = '''
+The paper's score-network setting (NCSN, Song & Ermon 2019) sized for one CPU core per
+trial: fmnist-ncsn (ngf 16, batch 64, 4 epochs of 6,400 random training images, 3
+Langevin steps per level instead of the paper's 100), Adam (lr 1e-3, as the NCSN paper) and
+Demon Adam, 2 seeds; 4 trials of about 15 minutes each on one thread (training ~11 min,
+then 1,000 samples and their classifier IS / KID / FID ~4 min; the first trial on a machine
+also trains the classifier, ~1.5 min), about 35 minutes with 2 workers. CPU budget: the
+DSM loss compares the methods; the samples are still noisy at this budget. Not comparable
+with the paper's CIFAR-10 numbers (docs/score-network.md).'''
+tasks = ["fmnist-ncsn"]
+methods = ["adam", "demon-adam"]
+seeds = [0, 1]
+
+[grid.adam]
+lr = 1e-3
+momentum = 0.9
+
+# Undamped Demon Adam: about (1 - beta_init) times Adam's learning rate.
+[grid.demon-adam]
+lr = 1e-4
+momentum = 0.9
+"""
+
+NCSN_PAPER = """
+description = '''
+The paper's NCSN / CIFAR-10 setting at its budget: cifar10-ncsn (ngf 128, 29M parameters,
+batch 128, 512 epochs, 100 Langevin steps per level for 1,000 samples), Adam and Demon Adam
+on learning rates in multiples of 3, 3 seeds. For a GPU cluster (docs/cluster.md,
+docs/score-network.md): on a CPU one epoch takes about 10 hours.'''
+tasks = ["cifar10-ncsn"]
+methods = ["adam", "demon-adam"]
+seeds = [0, 1, 2]
+epochs = 512
+batch_size = 128
+
+[grid.adam]
+lr = [1e-4, 3e-4, 1e-3, 3e-3]
+momentum = 0.9
+
+[grid.demon-adam]
+lr = [1e-5, 3e-5, 1e-4, 3e-4]
+momentum = 0.9
+"""
+
 _PRESETS = {
     "smoke": SMOKE,
     "quick": QUICK,
@@ -347,6 +392,8 @@ _PRESETS = {
     "rt": RT,
     "rt-paper": RT_PAPER,
     "glue-paper": GLUE_PAPER,
+    "ncsn": NCSN,
+    "ncsn-paper": NCSN_PAPER,
 }
 
 

@@ -45,6 +45,7 @@ from demon_optim.study.tasks import (  # noqa: F401
     glue,
     mnist,
     mnist1d,
+    ncsn,
     ptb,
     rotten_tomatoes,
     stl10,

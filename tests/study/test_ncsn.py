@@ -371,3 +371,34 @@ def test_real_fashion_mnist_held_out_metric_of_a_fresh_network() -> None:
     metrics = task.evaluate_metrics(model, head)
     assert metrics == task.evaluate_metrics(model, head)  # fixed noise
     assert 100 < metrics["dsm_loss"] < 2000  # near D / 2 = 392 for a network outputting ~0
+
+
+def test_cifar10_ncsn_on_users_cifar_files(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """cifar10-ncsn reads CIFAR-10's python batches (fixture files in the real format) and its
+    network scores 3 x 32 x 32 images; a narrower copy of the task trains a step on them."""
+    from demon_optim.study.datasets import cifar as cifar_data
+    from demon_optim.study.tasks.base import clear_data_cache
+    from tests.study.data_files import write_cifar10
+
+    monkeypatch.setattr(cifar_data, "CIFAR10_MD5", {})  # fixture files, not the real ones
+    write_cifar10(tmp_path, per_batch=12, n_test=12)
+    clear_data_cache()
+    task = get_task("cifar10-ncsn")
+    data = task.load_data(tmp_path)
+    assert data.train.inputs.shape[1:] == (3, 32, 32) and len(data.test) == 12
+
+    class NarrowCIFAR(type(task)):  # the paper's width is 28.8M parameters: too slow here
+        ngf = 8
+
+    narrow = NarrowCIFAR()
+    torch.manual_seed(0)
+    model = narrow.build_model()
+    outputs, _ = narrow.forward(model, data.train.inputs[:4], None)
+    loss = narrow.loss(outputs, data.train.targets[:4])
+    loss.backward()
+    assert math.isfinite(float(loss)) and outputs[0].shape == (4, 3, 32, 32)
+    metrics = narrow.evaluate_metrics(model, data.val)
+    assert math.isfinite(metrics["dsm_loss"]) and len(metrics) == 1 + min(10, len(data.val))
+    clear_data_cache()

@@ -398,7 +398,7 @@ def test_cifar10_ncsn_on_users_cifar_files(
     outputs, _ = narrow.forward(model, data.train.inputs[:4], None)
     loss = narrow.loss(outputs, data.train.targets[:4])
     loss.backward()
-    assert math.isfinite(float(loss)) and outputs[0].shape == (4, 3, 32, 32)
+    assert math.isfinite(loss.item()) and outputs[0].shape == (4, 3, 32, 32)
     metrics = narrow.evaluate_metrics(model, data.val)
     assert math.isfinite(metrics["dsm_loss"]) and len(metrics) == 1 + min(10, len(data.val))
     clear_data_cache()

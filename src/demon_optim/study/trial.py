@@ -146,35 +146,26 @@ def run_trial(spec: TrialSpec, data: TaskData, task: Task | None = None) -> Tria
         device_info = devices.describe(device)
         task = task or get_task(spec.task)
         outcome = _train(spec, task, data, device)
-        status, history, metrics, samples = (
-            outcome.status,
-            outcome.history,
-            outcome.metrics,
-            outcome.samples,
-        )
-        val, test = outcome.metric("val", task.metric), outcome.metric("test", task.metric)
-        error = tb = None
-        if status == "diverged":
-            error = outcome.note
+        error, tb = outcome.note, None
     except Exception as exc:  # a failing trial is a result, the study goes on
-        status, val, test, history, metrics, samples = "failed", None, None, [], {}, None
+        outcome = _Outcome("failed", [])
         error = f"{type(exc).__name__}: {exc}"
         tb = traceback.format_exc()
     finally:
         torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
     return TrialResult(
         spec=spec,
-        status=status,
-        val_metric=val,
-        test_metric=test,
-        history=tuple(history),
+        status=outcome.status,
+        val_metric=outcome.selected("val"),
+        test_metric=outcome.selected("test"),
+        history=tuple(outcome.history),
         wall_time_s=time.perf_counter() - start,
         started_at=started_at,
         versions={**versions(), **device_info},
         error=error,
         traceback=tb,
-        metrics=metrics,
-        samples=samples,
+        metrics=outcome.metrics,
+        samples=outcome.samples,
     )
 
 
@@ -187,9 +178,11 @@ class _Outcome:
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     samples: Samples | None = None
     note: str | None = None  # diverged: where
+    metric: str = ""  # the task's selection metric (done)
 
-    def metric(self, where: str, name: str) -> float | None:
-        return self.metrics[where][name] if self.status == "done" else None
+    def selected(self, where: str) -> float | None:
+        """The selection metric of the final model on ``where`` (None unless done)."""
+        return self.metrics[where][self.metric] if self.status == "done" else None
 
 
 def _evaluate(task: Task, model: torch.nn.Module, split: Any, where: str) -> dict[str, float]:
@@ -333,7 +326,7 @@ def _train(spec: TrialSpec, task: Task, data: TaskData, device: torch.device) ->
         metrics["final"] = {name: float(value) for name, value in final.metrics.items()}
         if final.images is not None:
             samples = Samples.of(final.images)
-    return _Outcome("done", history, metrics, samples)
+    return _Outcome("done", history, metrics, samples, metric=task.metric)
 
 
 def _miscounted(task: Task, steps: int, epoch: int, got: str) -> RuntimeError:

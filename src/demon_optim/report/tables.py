@@ -279,24 +279,18 @@ def _split_shared(rows: list[Row]) -> tuple[list[Row], tuple[MetricValue, ...]]:
     with_metrics = [r for r in rows if r.metrics]
     if len(with_metrics) < 2:
         return rows, ()
-    first = {m.label: m for m in with_metrics[0].metrics}
-    shared = []
-    for label, value in first.items():
-        same = all(
-            any(
-                m.label == label
-                and m.mean is not None
-                and value.mean is not None
-                and round(m.mean, DIGITS) == round(value.mean, DIGITS)
-                for m in row.metrics
-            )
-            for row in with_metrics
-        )
-        if same:
-            shared.append(value)
+    rounded = [
+        {m.label: round(m.mean, DIGITS) for m in r.metrics if m.mean is not None}
+        for r in with_metrics
+    ]
+    shared = tuple(
+        m
+        for m in with_metrics[0].metrics
+        if m.label in rounded[0] and all(v.get(m.label) == rounded[0][m.label] for v in rounded)
+    )
     labels = {m.label for m in shared}
     kept = [replace(r, metrics=tuple(m for m in r.metrics if m.label not in labels)) for r in rows]
-    return kept, tuple(shared)
+    return kept, shared
 
 
 # --- rendering ------------------------------------------------------------------------------

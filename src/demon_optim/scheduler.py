@@ -55,6 +55,14 @@ def _resolve_key(optimizer: Optimizer, group: dict[str, Any], key: str | None) -
     )
 
 
+def _unset_total_steps() -> ConfigError:
+    return ConfigError(
+        "MomentumScheduler: total_steps is not set: pass total_steps=T (the run's optimizer "
+        "steps) or call set_total_steps(T) before stepping (demon_optim.integrations does it "
+        "for Lightning and the Hugging Face Trainer)"
+    )
+
+
 class MomentumScheduler:
     """Set each parameter group's momentum from a schedule at every step.
 
@@ -63,7 +71,9 @@ class MomentumScheduler:
         schedule: a name from :data:`demon_optim.schedules.SCHEDULES` (``"demon"``,
             ``"linear"``, ``"cosine"``, ``"exponential"``, ``"one_cycle"``, ...) or a callable
             ``(k, T, beta_init) -> beta``.
-        total_steps: ``T``, one int or one per group (optimizer steps, not epochs).
+        total_steps: ``T``, one int or one per group (optimizer steps, not epochs);
+            ``None`` (or ``None`` for some groups) leaves it to :meth:`set_total_steps`,
+            which a framework's callback calls when training starts.
         key: the group entry to schedule; default ``"betas"`` (index 0) or ``"momentum"``.
             A tuple or list entry has its first element scheduled.
         last_step: the number of steps already taken when resuming without a state dict;
@@ -82,7 +92,7 @@ class MomentumScheduler:
         optimizer: Optimizer,
         schedule: str | Callable[[int, int, float], float] = "demon",
         *,
-        total_steps: int | Sequence[int],
+        total_steps: int | Sequence[int | None] | None = None,
         key: str | None = None,
         last_step: int = -1,
         **schedule_options: Any,
@@ -99,7 +109,11 @@ class MomentumScheduler:
             totals *= len(groups)
         if len(totals) != len(groups):
             raise invalid("total_steps", total_steps, f"one int or {len(groups)} ints")
-        self.total_steps = [_checks.total_steps("total_steps", t) for t in totals]
+        self.total_steps: list[int | None] = [
+            None if t is None else _checks.total_steps("total_steps", t) for t in totals
+        ]
+        # the groups whose T is left to set_total_steps
+        self._follows_default_total = [t is None for t in self.total_steps]
         self.keys = [_resolve_key(optimizer, g, key) for g in groups]
         if last_step != -1:
             _checks.step_count("last_step", last_step)
@@ -135,11 +149,16 @@ class MomentumScheduler:
             group[key] = beta
 
     def _betas(
-        self, last_step: int, totals: Sequence[int], initial: Sequence[float]
+        self, last_step: int, totals: Sequence[int | None], initial: Sequence[float]
     ) -> list[float]:
         """The momentum each group gets at ``last_step`` (pure: checks, changes nothing)."""
         betas = []
         for total, beta_init in zip(totals, initial, strict=True):
+            if total is None:
+                if last_step > 0:
+                    raise _unset_total_steps()
+                betas.append(beta_init)  # every schedule starts at beta_init, whatever T is
+                continue
             beta = self._schedule_fn(last_step, total, beta_init)
             if not 0.0 <= beta < 1.0:
                 raise invalid("schedule", f"{self.schedule!r} gave {beta}", "values in [0, 1)")
@@ -155,8 +174,47 @@ class MomentumScheduler:
 
     # -- the LRScheduler-like interface ------------------------------------------------------
 
+    def set_total_steps(self, total_steps: int, *, allow_change: bool = False) -> None:
+        """Set ``T`` for every group constructed without one (``total_steps=None``).
+
+        Groups given their own ``T`` keep it. Setting the ``T`` a group already has does
+        nothing; changing it once steps have been taken is refused unless
+        ``allow_change=True`` (the next momentum then follows the new ``T`` from the current
+        count). After :meth:`load_state_dict` the loaded ``T`` is in place, so a framework
+        that calls this on resume with the same ``T`` changes nothing.
+        """
+        total = _checks.total_steps("total_steps", total_steps)
+        _checks.flag("allow_change", allow_change)
+        targets = [
+            i
+            for i, (t, follow) in enumerate(
+                zip(self.total_steps, self._follows_default_total, strict=True)
+            )
+            if follow or t is None
+        ]
+        if not allow_change and self.last_step > 0:
+            for i in targets:
+                if self.total_steps[i] not in (None, total):
+                    raise invalid(
+                        "total_steps",
+                        total,
+                        f"{self.total_steps[i]}, the T group {i} has been using for "
+                        f"{self.last_step} steps (pass allow_change=True to change it)",
+                    )
+        totals = list(self.total_steps)
+        for i in targets:
+            totals[i] = total
+        self._betas(
+            self.last_step, totals, [g["initial_momentum"] for g in self.optimizer.param_groups]
+        )
+        self.total_steps = totals
+        self._warned_past_end = False
+        self._apply()
+
     def step(self) -> None:
         """Advance the counter by one and set the momentum for the next optimizer step."""
+        if any(t is None for t in self.total_steps):
+            raise _unset_total_steps()
         self.last_step += 1
         if not self._warned_past_end and any(self.last_step > t for t in self.total_steps):
             self._warned_past_end = True
@@ -215,7 +273,7 @@ class MomentumScheduler:
             return list(value)
 
         totals = [
-            _checks.total_steps(f"state_dict total_steps[{i}]", t)
+            None if t is None else _checks.total_steps(f"state_dict total_steps[{i}]", t)
             for i, t in enumerate(per_group("total_steps"))
         ]
         keys = per_group("keys")
@@ -228,7 +286,10 @@ class MomentumScheduler:
         ]
         betas = self._betas(last_step, totals, initial)
         # all checked: apply
-        if totals != self.total_steps:
+        if any(
+            mine is not None and loaded != mine
+            for mine, loaded in zip(self.total_steps, totals, strict=True)
+        ):
             warnings.warn(
                 f"MomentumScheduler.load_state_dict: the state dict's total_steps={totals} "
                 f"replaces the constructor's {self.total_steps}: loaded values win, as in "

@@ -181,7 +181,11 @@ class CheckedOptimizer(Optimizer):
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         super().add_param_group(param_group)
-        self._validate_group(self.param_groups[-1])
+        try:
+            self._validate_group(self.param_groups[-1])
+        except ConfigError:
+            self.param_groups.pop()  # a refused group is not left half-added
+            raise
 
     def _gather_groups(self) -> list[tuple[dict[str, Any], Gathered]]:
         """Every group that has gradients, with its tensors (complex parameters as real
@@ -283,7 +287,7 @@ class CheckedOptimizer(Optimizer):
         changed = [
             f"param_groups[{i}]: {new['total_steps']} replaces {group['total_steps']}"
             for i, (group, new) in enumerate(zip(self.param_groups, merged, strict=True))
-            if "total_steps" in group and new["total_steps"] != group["total_steps"]
+            if group.get("total_steps") is not None and new["total_steps"] != group["total_steps"]
         ]
         super().load_state_dict(state_dict)
         for group in self.param_groups:
@@ -318,17 +322,66 @@ class ScheduledMomentumOptimizer(CheckedOptimizer):
     def _validate_group(self, group: dict[str, Any]) -> None:
         """Check a group's hyperparameters; subclasses extend it."""
         _checks.learning_rate("lr", group["lr"], tensor_ok=True)
-        _checks.total_steps("total_steps", group["total_steps"])
+        if group["total_steps"] is not None:  # None: set later by set_total_steps
+            _checks.total_steps("total_steps", group["total_steps"])
         check_schedule(group["schedule"], group["delay"])
         _checks.step_count(STEP_KEY, group[STEP_KEY])
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         param_group.setdefault(STEP_KEY, 0)
+        # a group without its own T follows the optimizer's (set_total_steps changes it)
+        follows = param_group.get("total_steps") is None
         super().add_param_group(param_group)
+        self.__dict__.setdefault("_follows_default_total", []).append(follows)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
         self.__dict__.setdefault("_warned_past_end", False)
+        if "_follows_default_total" not in self.__dict__:  # torch pickles groups, not this
+            default = self.defaults.get("total_steps")
+            self._follows_default_total = [
+                g["total_steps"] is None or g["total_steps"] == default for g in self.param_groups
+            ]
+
+    # -- T known late -------------------------------------------------------------------
+
+    def set_total_steps(self, total_steps: int, *, allow_change: bool = False) -> None:
+        """Set ``T`` for the optimizer and every group that follows it.
+
+        For frameworks that know the run's length only when training starts
+        (:mod:`demon_optim.integrations`). The groups given their own ``total_steps`` keep
+        it; every other group takes ``total_steps``, and so do groups added later. Setting
+        the ``T`` a group already has does nothing. Changing a group's ``T`` once it has
+        taken steps is refused unless ``allow_change=True`` (the momentum of the next step
+        then follows the new ``T`` from the current count: the schedule jumps). A loaded
+        checkpoint's groups hold their ``T``: a framework that calls this after loading
+        with the same ``T`` changes nothing.
+
+        Raises:
+            ConfigError: ``total_steps`` is not an integer in [1, 2**53], or it would change
+                a ``T`` already in use without ``allow_change=True``.
+        """
+        total = _checks.total_steps("total_steps", total_steps)
+        _checks.flag("allow_change", allow_change)
+        follows = self._follows_default_total
+        targets = [
+            (i, group)
+            for i, (group, follow) in enumerate(zip(self.param_groups, follows, strict=True))
+            if follow or group["total_steps"] is None
+        ]
+        if not allow_change:
+            for i, group in targets:
+                if group["total_steps"] not in (None, total) and group[STEP_KEY] > 0:
+                    raise invalid(
+                        "total_steps",
+                        total,
+                        f"{group['total_steps']}, the T param_groups[{i}] has been using for "
+                        f"{group[STEP_KEY]} steps (pass allow_change=True to change it)",
+                    )
+        self.defaults["total_steps"] = total
+        for _, group in targets:
+            group["total_steps"] = total
+        self._warned_past_end = False
 
     # -- the schedule ----------------------------------------------------------------------
 
@@ -336,6 +389,12 @@ class ScheduledMomentumOptimizer(CheckedOptimizer):
     def scheduled_beta(group: dict[str, Any], beta_init: float, step: int) -> float:
         """The momentum the group's schedule gives at ``step`` (pure; reads no counter)."""
         schedule, total = group["schedule"], group["total_steps"]
+        if total is None:
+            raise ConfigError(
+                "total_steps is not set: pass total_steps=T (the run's optimizer steps) or "
+                "call set_total_steps(T) before the first step (demon_optim.integrations "
+                "does it for Lightning and the Hugging Face Trainer)"
+            )
         if schedule == "demon":
             return schedules.demon(step, total, beta_init, group["delay"])
         beta = schedules.get(schedule)(step, total, beta_init)
@@ -380,7 +439,9 @@ class ScheduledMomentumOptimizer(CheckedOptimizer):
         reported, never written back into the group: ``group`` keeps ``beta_init``.
         """
         return [
-            self.scheduled_beta(group, self._beta_init(group), max(group[STEP_KEY] - 1, 0))
+            self._beta_init(group)  # every schedule starts at beta_init, whatever T will be
+            if group["total_steps"] is None and group[STEP_KEY] == 0
+            else self.scheduled_beta(group, self._beta_init(group), max(group[STEP_KEY] - 1, 0))
             for group in self.param_groups
         ]
 

@@ -67,7 +67,8 @@ class DemonAdam(ScheduledMomentumOptimizer):
         betas: ``(beta_init, beta2)``; only ``beta_init`` is scheduled.
         eps: added to ``sqrt(v_hat)`` (outside the root, as torch).
         weight_decay: coupled L2 (added to the gradient) unless ``decoupled_weight_decay``.
-        total_steps: ``T``, the number of ``step()`` calls over which momentum decays.
+        total_steps: ``T``, the number of ``step()`` calls over which momentum decays;
+            ``None`` leaves it to :meth:`set_total_steps` (a framework's callback).
         decoupled_weight_decay: AdamW-style ``theta *= 1 - lr * weight_decay`` before the
             update (with the undamped form's smaller lr, the decay is smaller too).
         damped: use the EMA first moment with exact bias correction instead of the paper's
@@ -90,7 +91,7 @@ class DemonAdam(ScheduledMomentumOptimizer):
         eps: float = 1e-8,
         weight_decay: float = 0.0,
         *,
-        total_steps: int,
+        total_steps: int | None = None,
         decoupled_weight_decay: bool = False,
         damped: bool = False,
         schedule: ScheduleArg = "demon",
@@ -213,7 +214,7 @@ class DemonAdamW(DemonAdam):
         eps: float = 1e-8,
         weight_decay: float = 1e-2,
         *,
-        total_steps: int,
+        total_steps: int | None = None,
         decoupled_weight_decay: bool = True,
         damped: bool = False,
         schedule: ScheduleArg = "demon",

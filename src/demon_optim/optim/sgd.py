@@ -54,7 +54,8 @@ class DemonSGD(ScheduledMomentumOptimizer):
         dampening: as torch SGD (not applied to the first gradient).
         weight_decay: coupled L2 penalty added to the gradient.
         nesterov: Nesterov momentum (requires ``dampening=0``).
-        total_steps: ``T``, the number of ``step()`` calls over which momentum decays.
+        total_steps: ``T``, the number of ``step()`` calls over which momentum decays;
+            ``None`` leaves it to :meth:`set_total_steps` (a framework's callback).
         schedule: a name from :data:`demon_optim.schedules.SCHEDULES` or a callable
             ``(k, T, beta_init) -> beta``. ``"constant"`` makes this ``torch.optim.SGD``.
         delay: fraction of the run to hold ``beta_init`` before Demon's decay starts.
@@ -78,7 +79,7 @@ class DemonSGD(ScheduledMomentumOptimizer):
         weight_decay: float = 0.0,
         nesterov: bool = False,
         *,
-        total_steps: int,
+        total_steps: int | None = None,
         schedule: ScheduleArg = "demon",
         delay: float = 0.0,
         maximize: bool = False,

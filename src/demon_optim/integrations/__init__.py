@@ -1,2 +1,5 @@
-"""Integrations with training frameworks: one module per framework, each an optional
-dependency imported only by its own module (nothing is imported here)."""
+"""Integrations with training frameworks that know the run's length only when training starts.
+
+One submodule per framework (``lightning``, ``transformers``), each importing its framework
+and imported on its own; importing this package imports none of them.
+"""

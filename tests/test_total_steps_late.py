@@ -122,7 +122,8 @@ def test_a_state_dict_saved_before_total_steps_was_set_loads() -> None:
     params = _params()
     state = DemonSGD(params, lr=0.1).state_dict()
     other = DemonSGD(params, lr=0.1, total_steps=5)
-    other.load_state_dict(state)  # loaded values win, None included
+    with pytest.warns(UserWarning, match="None replaces 5"):
+        other.load_state_dict(state)  # loaded values win, None included
     assert other.param_groups[0]["total_steps"] is None
     other.set_total_steps(5)
     _run(other, params, 2)

@@ -349,3 +349,31 @@ def test_a_store_without_targets_says_how_to_set_one(tmp_path: pathlib.Path) -> 
     assert table.title == "fmnist-ncsn · 2 epochs: validation dsm_loss <= 115 (given to the report)"
     assert table.cells[0][2:6] == ("1/1", "2", "20", "2")
     assert "profiles" in given.sections
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ("mnist1d-mlp", "--target: got 'mnist1d-mlp'; allowed: TASK=VALUE, e.g. mnist1d-cnn=0.9"),
+        ("mnist1d-mlp=high", "--target: got 'mnist1d-mlp=high'; allowed: TASK=VALUE"),
+        ("mnist1d-cnn=0.9", "--target: got 'mnist1d-cnn'; allowed: mnist1d-mlp (a task in"),
+        (
+            "mnist1d-mlp=70",
+            "--target mnist1d-mlp: got 70.0; allowed: a finite number, the "
+            "validation accuracy to reach, in [0, 1] (0.9 for 90 %)",
+        ),
+    ],
+)
+def test_the_command_line_target_names_what_is_wrong(
+    store: pathlib.Path,
+    tmp_path: pathlib.Path,
+    capsys: pytest.CaptureFixture[str],
+    option: str,
+    message: str,
+) -> None:
+    from demon_optim.cli import main
+
+    code = main(["report", "--store", str(store), "--out", str(tmp_path / "r"), "--target", option])
+    assert code == 2
+    assert capsys.readouterr().err.startswith(f"demon-optim: error: {message}")
+    assert not (tmp_path / "r").exists()  # refused before anything is written

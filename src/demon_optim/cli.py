@@ -164,6 +164,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     report.add_argument("--rank-all", action="store_true", help="rank the reference optimizers too")
     report.add_argument(
+        "--target",
+        action="append",
+        default=[],
+        metavar="TASK=VALUE",
+        help="validation target of TASK for the time-to-target view and the performance "
+        "profiles, e.g. mnist1d-cnn=0.9 (repeat for several tasks); default: the target its "
+        "trials recorded (their study's [targets], else the task's own)",
+    )
+    report.add_argument(
         "--force",
         action="store_true",
         help="write into DIR even if it holds files an earlier report did not write",
@@ -385,6 +394,8 @@ def _report(args: argparse.Namespace) -> int:
     if args.from_csv is not None:
         if args.tolerance is not None:
             raise ConfigError("--tolerance: only with --store (a CSV has no heatmaps)")
+        if args.target:
+            raise ConfigError("--target: only with --store (a CSV has no per-epoch history)")
         with writing_report(args.out):
             index = build_report_from_csv(
                 args.from_csv,
@@ -405,9 +416,29 @@ def _report(args: argparse.Namespace) -> int:
                 tolerance=args.tolerance,
                 rank_all=args.rank_all,
                 force=args.force,
+                targets=_targets(args.target),
             )
     print(f"report written to {index}", file=sys.stderr)
     return 0
+
+
+def _targets(items: Sequence[str]) -> dict[str, float]:
+    """``--target TASK=VALUE`` options as ``{task: value}`` (the report checks each task
+    against the store and each value against the task's metric)."""
+    targets: dict[str, float] = {}
+    for item in items:
+        task, equals, text = item.partition("=")
+        task, text = task.strip(), text.strip()
+        try:
+            value = float(text)
+        except ValueError:
+            value = None
+        if not equals or not task or value is None:
+            raise ConfigError(f"--target: got {item!r}; allowed: TASK=VALUE, e.g. mnist1d-cnn=0.9")
+        if task in targets:
+            raise ConfigError(f"--target: got {task!r} twice; allowed: one target per task")
+        targets[task] = value
+    return targets
 
 
 def _tasks() -> int:
@@ -417,7 +448,8 @@ def _tasks() -> int:
         (
             task.name,
             f"{task.metric} ({'higher' if task.higher_is_better else 'lower'} is better)",
-            f"batch {task.batch_size}, {task.epochs} epochs",
+            f"batch {task.batch_size}, {task.epochs} epochs"
+            + ("" if task.target is None else f", target {task.target:g}"),
             task.summary,
         )
         for task in list_tasks()

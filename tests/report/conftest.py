@@ -71,7 +71,9 @@ def _history(spec: TrialSpec, final_val: float, upto: int | None = None) -> tupl
                 "val_metric": final_val * (1 - 0.5 / epoch),
                 "lr": lr,
                 "momentum": momentum,
+                "steps": epoch * STEPS_PER_EPOCH,
                 "elapsed_s": 0.01 * epoch,
+                "train_s": 0.008 * epoch,  # the training steps' share of elapsed_s
             }
         )
     return tuple(records)

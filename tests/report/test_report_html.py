@@ -38,6 +38,15 @@ def test_files(report: pathlib.Path) -> None:
     figures = sorted(p.name for p in (out / "figures").iterdir())
     stems = {name.rsplit(".", 1)[0] for name in figures}
     assert "heatmap_mnist1d-mlp_sgdm_10ep" in stems
+    assert "profiles" in stems  # the performance profiles (mnist1d-mlp has a target)
+    assert sorted(p.name for p in (out / "targets").iterdir()) == [
+        "mnist1d-mlp_10ep.csv",
+        "mnist1d-mlp_20ep.csv",
+    ]
+    with (out / "profiles.csv").open() as handle:
+        areas = list(csv.DictReader(handle))
+    # target 0.6: demon-sgdm reaches it first on both budgets (epoch 2 of 10, alone on 20)
+    assert areas[0]["method"] == "demon-sgdm" and areas[0]["area_time"] == "1.0"
     assert {f"validation_{s}" for s in ("mnist1d-mlp_sgdm_10ep", "mnist1d-mlp_adam_10ep")} <= stems
     for stem in stems:  # every figure as PNG and SVG
         assert (out / "figures" / f"{stem}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -67,7 +76,7 @@ def test_page_is_self_contained(report: pathlib.Path) -> None:
     text = report.read_text()
     page = _Page()
     page.feed(text)
-    assert len(page.images) == 7  # 1 heatmap + (validation + schedules) x 3 settings
+    assert len(page.images) == 8  # 1 heatmap + (validation + schedules) x 3 settings + profiles
     assert all((img["src"] or "").startswith("data:image/png;base64,") for img in page.images)
     assert page.references == []  # nothing to fetch: no external script, style or image
     assert "<script" not in text and "http://" not in text and "https://" not in text
@@ -75,8 +84,9 @@ def test_page_is_self_contained(report: pathlib.Path) -> None:
         assert f"<dt>{what}</dt>" in text
     assert "lr {0.01, 0.1} x momentum {0.9, 0.95}" in text
     assert "33 (29 done, 3 diverged, 1 failed)" in text
-    for section in ("tables", "topk", "heatmaps", "curves"):
+    for section in ("tables", "topk", "heatmaps", "curves", "targets", "profiles"):
         assert f'<h2 id="{section}">' in text
+    assert '<h3 id="table-targets-mnist1d-mlp_10ep">' in text
 
 
 # After the load event, mark every image with whether it decoded (naturalWidth > 0).
@@ -119,5 +129,10 @@ def test_every_figure_loads_in_headless_chromium(
     assert done.returncode == 0, done.stderr[-2000:]
     dom = done.stdout
     marks = re.findall(r'<img[^>]*data-loaded="(yes|no)"', dom)
-    assert marks == ["yes"] * 7, dom[:500]
-    assert 'data-images="7/7"' in dom
+    assert marks == ["yes"] * 8, dom[:500]
+    assert 'data-images="8/8"' in dom
+    # the time-to-target tables and the profiles' figure and table are in the rendered page
+    profiles = re.search(r'<figure id="figure-profiles">.*?</figure>', dom, re.S)
+    assert profiles is not None and 'data-loaded="yes"' in profiles.group(0)
+    assert re.search(r'<h3 id="table-profiles-area">', dom)
+    assert re.search(r'<h3 id="table-targets-mnist1d-mlp_10ep">', dom)

@@ -184,7 +184,7 @@ def test_a_smoke_trial_on_cuda_is_deterministic(tmp_path: pathlib.Path) -> None:
         with ResultStore(tmp_path / f"{run}.sqlite") as store:
             run_study(specs, store, LocalExecutor(1))
             histories.append(
-                [[{k: v for k, v in h.items() if k != "elapsed_s"} for h in r["history"]]
+                [[{k: v for k, v in h.items() if not k.endswith("_s")} for h in r["history"]]
                  for r in store.rows()]
             )  # fmt: skip
             assert all(r["versions"]["device"].startswith("cuda:0 ") for r in store.rows())

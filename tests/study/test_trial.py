@@ -40,8 +40,11 @@ def run(trial: TrialSpec):
     return run_trial(trial, task.load_data(), task)
 
 
+TIMING = ("elapsed_s", "train_s")  # the clocks; every other key is deterministic
+
+
 def without_timing(history: tuple[dict, ...]) -> list[dict]:
-    return [{k: v for k, v in record.items() if k != "elapsed_s"} for record in history]
+    return [{k: v for k, v in record.items() if k not in TIMING} for record in history]
 
 
 @needs_sklearn
@@ -67,7 +70,9 @@ def test_record_contents() -> None:
         "val_metric",
         "lr",
         "momentum",
+        "steps",
         "elapsed_s",
+        "train_s",
     }
     assert result.val_metric == result.history[-1]["val_metric"]
     assert result.history[0]["train_loss"] > result.history[-1]["train_loss"]
@@ -77,6 +82,34 @@ def test_record_contents() -> None:
     assert result.versions["device"] == "cpu"  # where it ran (not part of the id)
     assert result.wall_time_s > 0 and result.started_at > 0
     assert torch.are_deterministic_algorithms_enabled() is False  # restored after the trial
+
+
+@needs_sklearn
+def test_steps_and_training_time_leave_evaluation_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``train_s`` is the training steps' time alone: a slow validation pass shows in
+    ``elapsed_s`` and not in ``train_s``; ``steps`` counts the optimizer steps so far."""
+    import time
+
+    task = get_task("digits-mlp")
+    evaluate = task.evaluate_metrics
+    pause = 0.15
+
+    def slow(model: torch.nn.Module, split: Split, batch_size: int | None = None) -> dict:
+        time.sleep(pause)
+        return evaluate(model, split, batch_size)
+
+    monkeypatch.setattr(task, "evaluate_metrics", slow)
+    result = run(spec(epochs=3))
+    assert result.status == "done"
+    per_epoch = task.steps_per_epoch(task.load_data().train, 100)
+    assert [r["steps"] for r in result.history] == [per_epoch, 2 * per_epoch, 3 * per_epoch]
+    train = [r["train_s"] for r in result.history]
+    elapsed = [r["elapsed_s"] for r in result.history]
+    assert 0 < train[0] < train[1] < train[2]
+    for epoch, (t, e) in enumerate(zip(train, elapsed, strict=True), start=1):
+        assert e - t >= epoch * pause  # every validation pass so far, and only in elapsed_s
+    # one epoch of digits takes milliseconds: the pauses would dominate a mixed clock
+    assert train[2] < 3 * pause
 
 
 @needs_sklearn

@@ -2,9 +2,10 @@
 
 Data flows one way: the report reads only the store (``load``), then computes per-setting
 tables (``tables``), the Top-1/Top-3 statistic (``topk``), robustness heatmaps
-(``heatmaps``) and curves (``curves``), and writes one self-contained HTML page plus Markdown,
-CSV and PNG/SVG files (``html``). ``external`` reads a published table instead of a store.
-See ``docs/report.md``.
+(``heatmaps``), curves (``curves``), steps and training time to a validation target with the
+performance profiles built on them (``targets``, ``profiles``), and writes one
+self-contained HTML page plus Markdown, CSV and PNG/SVG files (``html``). ``external`` reads a
+published table instead of a store. See ``docs/report.md``.
 
 >>> from demon_optim.report import build_report
 >>> build_report("runs/quick.sqlite", "runs/quick-report")  # doctest: +SKIP
@@ -16,7 +17,7 @@ from __future__ import annotations
 import datetime
 import json
 import pathlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from demon_optim.report import naming
 from demon_optim.report.heatmaps import Tolerance, parse_tolerance
@@ -131,13 +132,17 @@ def store_content(
     tolerance: Tolerance | str | None = None,
     rank_all: bool = False,
     trial_ids: Iterable[str] | None = None,
+    targets: Mapping[str, float] | None = None,
 ) -> Content:
-    """Compute every view of a store's report (no files written)."""
+    """Compute every view of a store's report (no files written); ``targets``: validation
+    targets by task, before those the trials recorded (:mod:`demon_optim.report.targets`)."""
     from demon_optim.report import curves, glue, heatmaps, html, samples, tables, topk
+    from demon_optim.report import targets as targets_module
 
     if isinstance(tolerance, str):
         tolerance = parse_tolerance(tolerance)
     data = load_store(store_path, trial_ids)
+    given = _checked_targets(data, targets)  # before anything is drawn
     settings = tables.store_settings(data, rank_all=rank_all)
     figures = []
     maps = heatmaps.heatmaps(data, settings, tolerance)
@@ -193,16 +198,83 @@ def store_content(
     sections += ("topk", "heatmaps", "curves")
     if any(f.section == "samples" for f in figures):
         sections += ("samples",)
+    goals = targets_module.resolve_targets(data, given)
+    reaching = targets_module.target_settings(data, settings, goals)
+    notes = _store_notes(maps, rank_all)
+    # always shown, as the heatmaps are: without a target, its note says how to set one
+    sections += ("targets",)
+    notes["targets"] = _targets_note(goals)
+    blocks: dict[str, list[html.Table]] = {"targets": targets_module.tables(reaching)}
+    shown = targets_module.profile(reaching)
+    if shown is not None:
+        sections += ("profiles",)
+        count = len(reaching)
+        figures.append(
+            html.render(
+                targets_module.draw_profiles(shown),
+                "profiles",
+                "profiles",
+                "Performance profiles",
+                f"Over {count} setting{'s' if count != 1 else ''} (task x budget) with a "
+                "target; a method's cost on a setting is the median over the seeds of its "
+                "selected configuration; never reached counts as infinite.",
+            )
+        )
+        blocks["profiles"] = [targets_module.profile_table(shown)]
+        notes["profiles"] = _PROFILES_NOTE
     return Content(
         title=f"demon-optim report: {data.path.name}",
         header=_header(data),
         settings=settings,
         topk=topk.top_k(settings),
         figures=figures,
-        notes=_store_notes(maps, rank_all),
+        notes=notes,
         sections=sections,
         glue=glue_tables,
+        blocks=blocks,
     )
+
+
+def _checked_targets(data: StoreData, targets: Mapping[str, float] | None) -> dict[str, float]:
+    """``targets`` checked against the store's tasks (ConfigError naming the entry)."""
+    from demon_optim.study.spec import parse_targets
+
+    metrics = {t.task: t.about.metric for t in data.trials}
+    return parse_targets(targets or {}, metrics, "--target", "a task in the store")
+
+
+def _targets_note(goals: Mapping[str, object]) -> str:
+    from demon_optim.report.targets import Target
+
+    none = sorted(task for task, goal in goals.items() if goal is None)
+    notes = [g.note for g in goals.values() if isinstance(g, Target) and g.note]
+    text = (
+        "Per task x budget, every method's selected configuration (as in the tables): the "
+        "first epoch whose validation metric reaches the target, with that epoch's "
+        "cumulative optimizer steps and training time (the training steps alone: "
+        "evaluation excluded). Median over seeds, min-max in brackets; a seed that never "
+        "reaches the target counts as infinite (∞), so the median is 'not reached' once half "
+        "the seeds or more never get there. time / best: the median's ratio to the fastest "
+        "ranked method's (the performance ratio of the profiles). Epoch granularity: a "
+        "target crossed within an epoch counts at the epoch's end."
+    )
+    if none:
+        text += (
+            f" No target for {', '.join(none)}: set one in the study ([targets]) or with "
+            "report --target TASK=VALUE."
+        )
+    return " ".join([text, *notes])
+
+
+_PROFILES_NOTE = (
+    "AlgoPerf-style performance profiles (Dolan & Moré 2002; Dahl et al. 2023): with t(s, m) "
+    "the cost for method m to reach the target on setting s and r(s, m) = t(s, m) / min over "
+    "methods of t(s, m') its ratio to the fastest, rho_m(tau) is the fraction of settings "
+    "with r(s, m) <= tau, drawn for tau from 1 to 4 on a log axis; the area is "
+    "1/3 x the integral of rho_m over [1, 4]. Ties share the best time; a method that never "
+    "reaches the target on a setting, or did not run it, has r = inf there. Ranked methods "
+    "only (reference optimizers too with --rank-all)."
+)
 
 
 def _store_notes(maps: list, rank_all: bool) -> dict[str, str]:
@@ -255,13 +327,16 @@ def build_report(
     rank_all: bool = False,
     trial_ids: Iterable[str] | None = None,
     force: bool = False,
+    targets: Mapping[str, float] | None = None,
 ) -> pathlib.Path:
     """Write the report of a store into ``out_dir``; returns ``out_dir/index.html``.
 
     ``tolerance``: the heatmap band, ``"0.01"`` (absolute, metric units) or ``"2%"``
     (relative); default 1 percentage point for accuracy, 2 % otherwise. ``rank_all`` ranks
     the reference optimizers too. ``trial_ids`` restricts the report to those trials (e.g.
-    one study's, when a store holds several).
+    one study's, when a store holds several). ``targets``: validation targets by task for
+    the time-to-target view, instead of those the trials recorded (e.g. ``{"mnist1d-cnn":
+    0.9}``).
 
     ``out_dir`` may be new, empty, or hold an earlier report (replaced); a folder holding
     anything else is refused with a ConfigError unless ``force``, so a user's own files are
@@ -271,7 +346,9 @@ def build_report(
     """
     from demon_optim.report import html
 
-    content = store_content(store_path, tolerance=tolerance, rank_all=rank_all, trial_ids=trial_ids)
+    content = store_content(
+        store_path, tolerance=tolerance, rank_all=rank_all, trial_ids=trial_ids, targets=targets
+    )
     return html.write(content, out_dir, force=force)
 
 

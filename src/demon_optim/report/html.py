@@ -7,6 +7,8 @@ Layout of the output directory::
     report.md           the same header, tables and band counts as Markdown (figures linked)
     topk.csv            method,top1,top3,settings (counts)
     tables/<slug>.csv   one per setting (columns: demon_optim.report.tables.CSV_COLUMNS)
+    targets/<slug>.csv  time to target per task x budget (demon_optim.report.targets)
+    profiles.csv        the area under each method's performance profiles
     figures/<slug>.png and .svg
     .demon-optim-report.json   the files this report wrote (demon_optim.report.output)
 
@@ -22,7 +24,7 @@ import base64
 import html
 import io
 import pathlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from demon_optim.report import escape, output
@@ -40,11 +42,27 @@ class Figure:
     """A rendered figure."""
 
     slug: str  # file stem under figures/
-    section: str  # "heatmaps" or "curves"
+    section: str  # "heatmaps", "curves", "samples", "profiles"
     title: str
     caption: str
     png: bytes
     svg: bytes
+
+
+@dataclass(frozen=True)
+class Table:
+    """A table a view adds to its section, after the section's figures: its cells already
+    texts, its CSV already written (``csv_path`` relative to the report; "" for none)."""
+
+    slug: str  # HTML id table-<slug>
+    title: str
+    header: tuple[str, ...]
+    cells: tuple[tuple[str, ...], ...]
+    numeric: tuple[str, ...] = ()  # headers of the right-aligned columns
+    classes: tuple[str, ...] = ()  # per row: "best", "reference", "unranked" or ""
+    note: str = ""  # a paragraph under the table
+    csv_path: str = ""
+    csv: str = ""
 
 
 @dataclass(frozen=True)
@@ -59,6 +77,7 @@ class Content:
     notes: dict[str, str] = field(default_factory=dict)  # section -> paragraph
     sections: tuple[str, ...] = ("tables", "topk", "heatmaps", "curves")
     glue: Sequence[GlueTable] = ()  # the GLUE view of glue-* settings (section "glue")
+    blocks: Mapping[str, Sequence[Table]] = field(default_factory=dict)  # section -> tables
 
 
 def render(fig: object, slug: str, section: str, title: str, caption: str) -> Figure:
@@ -98,6 +117,8 @@ _SECTION_TITLES = {
     "curves": "Curves: validation metric and the schedules applied",
     "samples": "Samples of the final models",
     "glue": "GLUE: task scores and their average",
+    "targets": "Time to target: steps and training time to the validation target",
+    "profiles": "Performance profiles: time to target across settings",
 }
 
 
@@ -178,6 +199,11 @@ def _section_html(content: Content, section: str) -> str:
                 f"<figcaption><strong>{_e(fig.title)}.</strong> {_e(fig.caption)} "
                 f'(<a href="figures/{_e(fig.slug)}.svg">SVG</a>)</figcaption></figure>'
             )
+        for table in content.blocks.get(section, ()):
+            parts.append(f'<h3 id="table-{_e(table.slug)}">{_e(table.title)}</h3>')
+            parts.append(_html_table(table.header, table.cells, table.classes, table.numeric))
+            if table.note:
+                parts.append(f'<p class="note">{_e(table.note)}</p>')
     return "\n".join(parts)
 
 
@@ -219,7 +245,23 @@ def to_markdown(content: Content) -> str:
                     f"{md(fig.title)}. {md(fig.caption)} ([SVG](figures/{fig.slug}.svg))",
                     "",
                 ]
+            lines += [_table_markdown(t) for t in content.blocks.get(section, ())]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _table_markdown(table: Table) -> str:
+    md = escape.markdown
+    align = ["---:" if h in table.numeric else "---" for h in table.header]
+    lines = [
+        f"### {md(table.title)}",
+        "",
+        "| " + " | ".join(md(h) for h in table.header) + " |",
+        "|" + "|".join(align) + "|",
+    ]
+    lines += ["| " + " | ".join(md(c) for c in row) + " |" for row in table.cells]
+    if table.note:
+        lines += ["", md(table.note)]
+    return "\n".join(lines) + "\n"
 
 
 def files(content: Content) -> dict[str, bytes]:
@@ -236,6 +278,10 @@ def files(content: Content) -> dict[str, bytes]:
     add("topk.csv", topk_module.to_csv(content.topk).encode("utf-8"))
     if content.glue:
         add("glue.csv", "".join(t.to_csv() for t in content.glue).encode("utf-8"))
+    for tables in content.blocks.values():
+        for table in tables:
+            if table.csv_path:
+                add(table.csv_path, table.csv.encode("utf-8"))
     for fig in content.figures:
         add(f"figures/{fig.slug}.png", fig.png)
         add(f"figures/{fig.slug}.svg", fig.svg)

@@ -232,7 +232,7 @@ def run(
         result.markdown = store_path.parent / f"{spec.name}.md"
     result.notes.append(note)
     report_code, report_note, result.report = _write_report(
-        store_path, spec.name, [s.trial_id for s in specs]
+        store_path, spec.name, [s.trial_id for s in specs], spec.targets
     )
     result.notes.append(report_note)
     result.exit_code = max(code, report_code, EXIT_FAILED_TRIALS if result.failed else 0)
@@ -292,9 +292,15 @@ def _write_table(
 
 
 def _write_report(
-    store_path: pathlib.Path, name: str, trial_ids: list[str]
+    store_path: pathlib.Path,
+    name: str,
+    trial_ids: list[str],
+    targets: Mapping[str, float] | None = None,
 ) -> tuple[int, str, pathlib.Path | None]:
     """Build the study's report beside its store: (exit code, what happened, index.html).
+
+    ``targets``: the study's ``[targets]``, which its report uses whatever target a trial
+    shared with another study recorded.
 
     The results are already in the store, so nothing here raises: a missing matplotlib or a
     refusal (ConfigError) is one line and 0; an operating-system error (a full disk, a
@@ -305,7 +311,7 @@ def _write_report(
         from demon_optim.report import build_report
 
         with writing_report(out):
-            index = build_report(store_path, out, trial_ids=trial_ids)
+            index = build_report(store_path, out, trial_ids=trial_ids, targets=targets)
     except ImportError as error:  # matplotlib is in the [study] extra
         return 0, f"No report: {error} (pip install 'demon-optim[study]')", None
     except ConfigError as error:  # e.g. the folder holds a user's files: never replaced

@@ -18,6 +18,9 @@ format (see ``docs/study.md``)::
     lr = [0.03, 0.1]
     momentum = 0.9
 
+    [targets]                         # optional: validation targets per task (time to target,
+    mnist1d-mlp = 0.62                # performance profiles); default: each task's own
+
 :func:`expand` turns a :class:`Study` into :class:`TrialSpec` records. A trial spec is frozen
 and JSON-serialisable; its id is the sha256 of its canonical JSON (task, method,
 hyperparameters, seed, epochs, batch size and :data:`PROTOCOL_VERSION`), so the same trial in
@@ -32,6 +35,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+import math
 import os
 import pathlib
 import re
@@ -78,6 +82,7 @@ KEYS = (
     "precision",
     "channels_last",
     "grid",
+    "targets",
 )
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # matched whole (re.fullmatch)
 NAME_MAX_LENGTH = 100
@@ -99,10 +104,12 @@ MAX_SEED = 2**32 - 1  # every seeding function accepts it, and a store's INTEGER
 class TrialAbout:
     """What a report needs to read a trial's result, fixed when the study is expanded.
 
-    ``metric`` and ``higher_is_better`` are the task's; ``family`` (the table and ranking the
-    method joins), ``reference`` (beside the ranking) and ``schedule`` (the name the Top-k
-    table compares across families) the method's. Kept in the store with each trial, so a
-    report needs neither registry (nor the plugins that defined them).
+    ``metric``, ``higher_is_better`` and ``target`` (the validation value that counts as
+    reached: the study's ``[targets]`` entry, else the task's own; None: none) are the
+    task's; ``family`` (the table and ranking the method joins), ``reference`` (beside the
+    ranking) and ``schedule`` (the name the Top-k table compares across families) the
+    method's. Kept in the store with each trial, so a report needs neither registry (nor the
+    plugins that defined them).
     """
 
     metric: str
@@ -110,13 +117,18 @@ class TrialAbout:
     family: str
     reference: bool
     schedule: str
+    target: float | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        record = dataclasses.asdict(self)
+        if self.target is None:  # as stores written before targets existed have it
+            del record["target"]
+        return record
 
     @classmethod
-    def of(cls, task: str, method: str) -> TrialAbout:
-        """Read from the registries (the task and method must be registered)."""
+    def of(cls, task: str, method: str, target: float | None = None) -> TrialAbout:
+        """Read from the registries (the task and method must be registered); ``target``
+        replaces the task's own when given."""
         task_entry, method_entry = get_task(task), get_method(method)
         return cls(
             metric=task_entry.metric,
@@ -124,6 +136,7 @@ class TrialAbout:
             family=method_entry.family,
             reference=method_entry.reference,
             schedule=method_entry.schedule,
+            target=task_entry.target if target is None else target,
         )
 
 
@@ -250,6 +263,7 @@ class Study:
     device: str = DEFAULT_DEVICE
     precision: str = DEFAULT_PRECISION
     channels_last: bool = False
+    targets: Mapping[str, float] = field(default_factory=dict)  # task -> validation target
 
 
 # --- parsing ------------------------------------------------------------------------------
@@ -394,6 +408,7 @@ def parse_study(
         raise invalid("channels_last", True, f"only with an image task ({', '.join(images)})")
 
     grids = _parse_grids(data.get("grid", {}), methods)
+    targets = parse_targets(data.get("targets", {}), {t: get_task(t).metric for t in tasks})
     return Study(
         name=name,
         tasks=tasks,
@@ -409,7 +424,52 @@ def parse_study(
         device=device,
         precision=precision,
         channels_last=channels_last,
+        targets=targets,
     )
+
+
+#: Metrics measured as fractions here (a target of 90 for 90 % would never be reached).
+METRIC_RANGES = {
+    "accuracy": (0.0, 1.0),
+    "f1": (0.0, 1.0),
+    "matthews": (-1.0, 1.0),
+    "pearson": (-1.0, 1.0),
+    "spearman": (-1.0, 1.0),
+}
+
+
+def parse_targets(
+    raw: object,
+    metrics: Mapping[str, str],
+    field_name: str = "targets",
+    whose: str = "the study's tasks",
+) -> dict[str, float]:
+    """``{task: validation target}`` from a ``[targets]`` table; ``metrics`` maps each task
+    that may have one (``whose`` says which they are, for the error) to its metric's name.
+
+    Each value is a finite number in the metric's units; accuracy and F1 are fractions
+    (0.9, not 90) and correlations lie in [-1, 1] (:data:`METRIC_RANGES`). A ConfigError
+    names the entry (``targets.mnist1d-cnn``) and what is allowed.
+    """
+    if not isinstance(raw, Mapping):
+        raise invalid(
+            field_name, raw, "a table of task = validation target, e.g. mnist1d-cnn = 0.9"
+        )
+    targets = {}
+    for task_name, value in raw.items():
+        if task_name not in metrics:
+            raise invalid(field_name, task_name, [f"{t} ({whose})" for t in metrics])
+        metric = metrics[task_name]
+        low, high = METRIC_RANGES.get(metric, (-math.inf, math.inf))
+        allowed = f"a finite number, the validation {metric} to reach"
+        if math.isfinite(low):
+            allowed += f", in [{low:g}, {high:g}]" + (" (0.9 for 90 %)" if low == 0 else "")
+        # a study's targets.mnist1d-cnn; an option's --target mnist1d-cnn
+        entry = f"{field_name}{' ' if field_name.startswith('-') else '.'}{task_name}"
+        targets[task_name] = _checks.number(
+            entry, value, allowed, lambda x, lo=low, hi=high: lo <= x <= hi
+        )
+    return targets
 
 
 def _parse_grids(raw: object, methods: tuple[str, ...]) -> dict[str, dict[str, tuple[Value, ...]]]:
@@ -440,7 +500,7 @@ def expand(study: Study) -> list[TrialSpec]:
         for epochs in study.epochs or (task.epochs,):
             for method_name in study.methods:
                 method = get_method(method_name)
-                about = TrialAbout.of(task_name, method_name)
+                about = TrialAbout.of(task_name, method_name, study.targets.get(task_name))
                 for config in method.grid(study.grids.get(method_name)):
                     for seed in study.seeds:
                         spec = TrialSpec(

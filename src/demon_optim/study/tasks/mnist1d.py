@@ -75,6 +75,7 @@ class MNIST1DMLP(_MNIST1DTask):
 
     name = "mnist1d-mlp"
     summary = "MNIST-1D, MLP 40-100-100-10 (15k params); accuracy, fraction in [0, 1]"
+    target = 0.60  # 50 epochs here: SGDM 0.67, Adam 0.61 validation (docs/study.md)
 
     def build_model(self) -> torch.nn.Module:
         return MLP(LENGTH, (100, 100), NUM_CLASSES, residual=True)
@@ -89,6 +90,7 @@ class MNIST1DCNN(_MNIST1DTask):
 
     name = "mnist1d-cnn"
     summary = "MNIST-1D, 3-layer 1-D CNN (5k params); accuracy, fraction in [0, 1]"
+    target = 0.90  # 50 epochs here: SGDM 0.94 validation; published 0.94 test
 
     def build_model(self) -> torch.nn.Module:
         return ConvNet1D(length=LENGTH, channels=25, num_classes=NUM_CLASSES)
@@ -104,6 +106,7 @@ class MNIST1DGRU(_MNIST1DTask):
 
     name = "mnist1d-gru"
     summary = "MNIST-1D, bidirectional GRU, hidden 6 (5k params); accuracy, fraction in [0, 1]"
+    target = 0.85  # 50 epochs here: SGDM 0.88 validation; published 0.91 test
 
     def build_model(self) -> torch.nn.Module:
         return GRUClassifier(length=LENGTH, hidden_size=6, num_classes=NUM_CLASSES)

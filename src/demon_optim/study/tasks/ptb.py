@@ -182,6 +182,7 @@ class PTBLSTMMedium(LanguageModelTask):
         "Penn Treebank, LSTM 2x650 (19.8M params), 25 epochs (CPU: ~16 min/epoch, use a token "
         "budget); perplexity"
     )
+    target = 90.0  # Zaremba et al. 2014, medium: 86.2 validation perplexity
     size = "medium"
     epochs = 25
 
@@ -197,5 +198,6 @@ class PTBLSTMSmall(LanguageModelTask):
 
     name = "ptb-lstm-small"
     summary = "Penn Treebank, LSTM 2x200 (4.7M params), 13 epochs; perplexity (CPU-sized)"
+    target = 125.0  # Zaremba et al. 2014, small: 120.7 validation perplexity
     size = "small"
     epochs = 13

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TypeVar
 
+from demon_optim import _checks
 from demon_optim.errors import ConfigError, invalid
 from demon_optim.study.tasks.base import Task
 
@@ -96,6 +97,9 @@ def _check_attributes(cls: type[Task], label: str) -> None:
         value = getattr(cls, attribute)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise bad(attribute, "integers >= 1")
+    if cls.target is not None:
+        allowed = f"None or a finite number (the validation {cls.metric} to reach)"
+        _checks.number(f"task class {label}: target", cls.target, allowed)
 
 
 def get_task(name: str) -> Task:

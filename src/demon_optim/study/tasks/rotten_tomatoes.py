@@ -83,6 +83,7 @@ class RottenTomatoesMiniLM(_RottenTomatoesTask):
         "Rotten Tomatoes polarity, MiniLM-L6 fine-tuned (22.7M params), 1 epoch (CPU: ~8 "
         "min/epoch); accuracy in [0, 1]"
     )
+    target = 0.82  # all eight trials of the rt preset: 0.83-0.85 test
 
 
 @register
@@ -99,6 +100,7 @@ class RottenTomatoesTransformer(_RottenTomatoesTask):
         "Rotten Tomatoes polarity, BERT 4x256 from scratch (11.1M params), 1 epoch (CPU: ~3 "
         "min/epoch); accuracy in [0, 1]"
     )
+    target = 0.60  # the rt preset: Demon Adam 0.62, Adam 0.52 test
     pretrained: ClassVar[bool] = False
     layers, hidden, heads = 4, 256, 4
 

@@ -56,6 +56,7 @@ class STL10WRN(ImageClassificationTask):
         "STL-10 (user files), WRN-16-8 (11M params), 50 epochs (CPU: ~65 min/epoch, use a "
         "tiny budget); accuracy in [0, 1]"
     )
+    target = 0.78  # below the paper's tuned SGDM methods' test accuracy at 50 epochs
     data_key = data_set = "stl10"
     num_classes = 10
     batch_size = 64

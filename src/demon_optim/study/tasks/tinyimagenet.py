@@ -53,6 +53,7 @@ class TinyImageNetResNet56(ImageClassificationTask):
         "Tiny ImageNet (user files, Pillow), ResNet-56 (0.87M params), 40 epochs (CPU: "
         "~80 min/epoch, use a small budget); accuracy in [0, 1]"
     )
+    target = 0.55  # below the paper's tuned SGDM methods' test accuracy at 40 epochs
     data_key = data_set = "tinyimagenet"
     num_classes = 200
     batch_size = 128

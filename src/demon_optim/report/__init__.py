@@ -3,7 +3,8 @@
 Data flows one way: the report reads only the store (``load``), then computes per-setting
 tables (``tables``), the Top-1/Top-3 statistic (``topk``), robustness heatmaps
 (``heatmaps``) and curves (``curves``), and writes one self-contained HTML page plus Markdown,
-CSV and PNG/SVG files (``html``). ``external`` reads a published table instead of a store.
+CSV and PNG/SVG files (``html``). ``external`` reads a published table instead of a store;
+``imported`` shows published trials imported into the store, apart from the user's own.
 See ``docs/report.md``.
 
 >>> from demon_optim.report import build_report
@@ -66,6 +67,16 @@ def _parse_time(text: str) -> datetime.datetime | None:
 
 
 def _header(data: StoreData) -> list[tuple[str, str]]:
+    from demon_optim.report.imported import header_line
+
+    imported = header_line(data)
+    if not data.trials:  # a store of imported results only
+        return [
+            ("store", str(data.path.resolve())),
+            ("store created", data.meta.get("created_at", "unknown")),
+            ("report built", _now()),
+            *([imported] if imported else []),
+        ]
     trials = data.trials
     about = {t.task: t.about for t in trials}  # how each task reads, as the store says
     tasks = sorted(about)
@@ -122,6 +133,8 @@ def _header(data: StoreData) -> list[tuple[str, str]]:
         ("wall time", wall),
         ("versions", version_text),
     ]
+    if imported:
+        header.append(imported)
     return header
 
 
@@ -133,12 +146,13 @@ def store_content(
     trial_ids: Iterable[str] | None = None,
 ) -> Content:
     """Compute every view of a store's report (no files written)."""
-    from demon_optim.report import curves, glue, heatmaps, html, samples, tables, topk
+    from demon_optim.report import curves, glue, heatmaps, html, imported, samples, tables, topk
 
     if isinstance(tolerance, str):
         tolerance = parse_tolerance(tolerance)
     data = load_store(store_path, trial_ids)
     settings = tables.store_settings(data, rank_all=rank_all)
+    published = imported.imported_tables(data)  # shown apart, never selected with the user's
     figures = []
     maps = heatmaps.heatmaps(data, settings, tolerance)
     for heatmap in maps:
@@ -155,13 +169,20 @@ def store_content(
         lines = curves.setting_curves(data, setting)
         if not lines:
             continue
+        beside = imported.overlay(data, published, setting)
         figures.append(
             html.render(
-                curves.draw_validation(setting, lines),
+                curves.draw_validation(setting, lines, beside),
                 f"validation_{setting.slug}",
                 "curves",
                 f"Validation {setting.metric}: {setting.name}",
-                "Each method's selected configuration; mean over seeds, min-max shaded.",
+                "Each method's selected configuration; mean over seeds, min-max shaded."
+                + (
+                    " Dashed, labelled imported: published results of the same task and "
+                    "metric imported into the store (not selected or ranked with these)."
+                    if beside
+                    else ""
+                ),
             )
         )
         figures.append(
@@ -188,11 +209,29 @@ def store_content(
                     "configuration.",
                 )
             )
+    for table in published:
+        lines = imported.table_curves(data, table)
+        if lines:
+            figures.append(
+                html.render(
+                    imported.draw(table, lines),
+                    f"imported_{table.slug}",
+                    "imported",
+                    f"Validation {table.metric}: {table.name}",
+                    "Each imported method's selected configuration, dashed: against epochs "
+                    "(mean over seeds, min-max shaded) or, for timed evaluations (AlgoPerf), "
+                    "against training time, one line per seed.",
+                )
+            )
     glue_tables = glue.glue_tables(settings)
     sections = ("tables", "glue") if glue_tables else ("tables",)
     sections += ("topk", "heatmaps", "curves")
     if any(f.section == "samples" for f in figures):
         sections += ("samples",)
+    if not data.trials:  # imported results only: nothing of the user's to show
+        sections = ()
+    if published:
+        sections += ("imported",)
     return Content(
         title=f"demon-optim report: {data.path.name}",
         header=_header(data),
@@ -202,6 +241,7 @@ def store_content(
         notes=_store_notes(maps, rank_all),
         sections=sections,
         glue=glue_tables,
+        imported=published,
     )
 
 
@@ -244,6 +284,13 @@ def _store_notes(maps: list, rank_all: bool) -> dict[str, str]:
         "heatmaps": heatmap_note,
         "curves": "Validation metric per epoch of each method's selected configuration, and "
         "the learning rate and momentum it applied, as recorded by the trials.",
+        "imported": "Published results imported into this store (demon-optim report --import: "
+        "AlgoPerf logs, DeepOBS runs), kept apart from the trials run here: never in the "
+        "tables, Top-k, heatmaps or their selection above. Per imported method, the "
+        "configuration with the best mean validation metric over its seeds (among those "
+        "whose every seed finished) and its test metric, mean ± sample std over seeds; rows "
+        "are sorted, not ranked. Their numbers come from other code, data pipelines and "
+        "hardware: compare with care.",
     }
 
 

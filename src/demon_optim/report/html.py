@@ -24,6 +24,7 @@ import io
 import pathlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from demon_optim.report import escape, output
 from demon_optim.report import tables as tables_module
@@ -31,6 +32,9 @@ from demon_optim.report import topk as topk_module
 from demon_optim.report.glue import GlueTable
 from demon_optim.report.tables import Setting
 from demon_optim.report.topk import TopK
+
+if TYPE_CHECKING:  # the imported view (numpy, curves) is loaded only by a store's report
+    from demon_optim.report.imported import ImportedTable
 
 PNG_DPI = 110
 
@@ -59,6 +63,7 @@ class Content:
     notes: dict[str, str] = field(default_factory=dict)  # section -> paragraph
     sections: tuple[str, ...] = ("tables", "topk", "heatmaps", "curves")
     glue: Sequence[GlueTable] = ()  # the GLUE view of glue-* settings (section "glue")
+    imported: Sequence[ImportedTable] = ()  # published results, apart (section "imported")
 
 
 def render(fig: object, slug: str, section: str, title: str, caption: str) -> Figure:
@@ -98,6 +103,7 @@ _SECTION_TITLES = {
     "curves": "Curves: validation metric and the schedules applied",
     "samples": "Samples of the final models",
     "glue": "GLUE: task scores and their average",
+    "imported": "Published results (imported)",
 }
 
 
@@ -162,6 +168,15 @@ def _section_html(content: Content, section: str) -> str:
         for table in content.glue:
             parts.append(f"<h3>{_e(table.name)}</h3>")
             parts.append(_html_table(table.header(), table.cells(), (), table.header()[1:]))
+    elif section == "imported":
+        for table in content.imported:
+            parts.append(
+                f'<h3 id="imported-{_e(table.slug)}">{_e(table.name)} '
+                f"<small>({_e(table.metric)}, {_e(table.direction)})</small></h3>"
+            )
+            classes = ["reference"] * len(table.rows)
+            parts.append(_html_table(table.header(), table.cells(), classes, table.header()[2:]))
+        parts += _figures_html(content, section)
     elif section == "topk":
         header, cells = topk_module.header_and_cells(content.topk)
         parts.append(
@@ -170,15 +185,21 @@ def _section_html(content: Content, section: str) -> str:
         )
         parts.append(_html_table(header, cells))
     else:
-        for fig in (f for f in content.figures if f.section == section):
-            data = base64.b64encode(fig.png).decode("ascii")
-            parts.append(
-                f'<figure id="figure-{_e(fig.slug)}"><img alt="{_e(fig.title)}" '
-                f'src="data:image/png;base64,{data}">'
-                f"<figcaption><strong>{_e(fig.title)}.</strong> {_e(fig.caption)} "
-                f'(<a href="figures/{_e(fig.slug)}.svg">SVG</a>)</figcaption></figure>'
-            )
+        parts += _figures_html(content, section)
     return "\n".join(parts)
+
+
+def _figures_html(content: Content, section: str) -> list[str]:
+    parts = []
+    for fig in (f for f in content.figures if f.section == section):
+        data = base64.b64encode(fig.png).decode("ascii")
+        parts.append(
+            f'<figure id="figure-{_e(fig.slug)}"><img alt="{_e(fig.title)}" '
+            f'src="data:image/png;base64,{data}">'
+            f"<figcaption><strong>{_e(fig.title)}.</strong> {_e(fig.caption)} "
+            f'(<a href="figures/{_e(fig.slug)}.svg">SVG</a>)</figcaption></figure>'
+        )
+    return parts
 
 
 def to_html(content: Content) -> str:
@@ -211,7 +232,9 @@ def to_markdown(content: Content) -> str:
             lines.append(topk_module.to_markdown(content.topk))
         elif section == "glue":
             lines += [table.to_markdown() for table in content.glue]
-        else:
+        if section == "imported":
+            lines += [table.to_markdown() for table in content.imported]
+        if section not in ("tables", "topk", "glue"):
             for fig in (f for f in content.figures if f.section == section):
                 lines += [
                     f"![{md(fig.title)}](figures/{fig.slug}.png)",
@@ -236,6 +259,8 @@ def files(content: Content) -> dict[str, bytes]:
     add("topk.csv", topk_module.to_csv(content.topk).encode("utf-8"))
     if content.glue:
         add("glue.csv", "".join(t.to_csv() for t in content.glue).encode("utf-8"))
+    for table in content.imported:
+        add(f"tables/imported_{table.slug}.csv", table.to_csv().encode("utf-8"))
     for fig in content.figures:
         add(f"figures/{fig.slug}.png", fig.png)
         add(f"figures/{fig.slug}.svg", fig.svg)

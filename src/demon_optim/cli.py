@@ -126,7 +126,8 @@ def _parser() -> argparse.ArgumentParser:
     export = commands.add_parser(
         "export",
         help="write a store's trials as CSV",
-        description="Write one CSV row per trial. The file is replaced whole or not at all; "
+        description="Write one CSV row per trial run here (imported published results are "
+        "left out). The file is replaced whole or not at all; "
         "an existing file that is not a previous export is kept unless --force, and the store "
         "itself never.",
     )
@@ -182,6 +183,28 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="with --from-csv: higher values are better (default: lower, as error and perplexity)",
     )
+    report.add_argument(
+        "--import",
+        dest="imports",
+        action="append",
+        default=[],
+        type=_path,
+        metavar="PATH",
+        help="with --store: first import published results into the store (AlgoPerf "
+        "eval_measurements.csv logs, DeepOBS run .json files, or folders of them; "
+        "repeatable; all or nothing), shown apart from your own trials",
+    )
+
+    imports = commands.add_parser(
+        "import",
+        help="import published results (AlgoPerf logs, DeepOBS runs) into a store",
+        description="Import AlgoPerf eval_measurements.csv logs (with hparams.json) and DeepOBS "
+        "run .json files, or folders of them, into a results store as imported trials (see "
+        "docs/report.md). All or nothing: a malformed file is an error naming it and its line "
+        "or field, and nothing is imported. A file imported before adds nothing.",
+    )
+    imports.add_argument("--store", type=_path, required=True, help="results store to write")
+    imports.add_argument("paths", nargs="+", type=_path, metavar="PATH", help="files or folders")
 
     for name, what in (
         ("tasks", "list the tasks"),
@@ -230,6 +253,8 @@ def _command(args: argparse.Namespace) -> int:
         return _report(args)
     if args.command == "data":
         return _data(args)
+    if args.command == "import":
+        return _import(args.store, args.paths)
     from demon_optim.study.plugins import load_plugins
 
     load_plugins(args.plugin)  # tasks, methods: list a plugin's too
@@ -396,6 +421,8 @@ def _report(args: argparse.Namespace) -> int:
             raise ConfigError("--tolerance: only with --store (a CSV has no heatmaps)")
         if args.target:
             raise ConfigError("--target: only with --store (a CSV has no per-epoch history)")
+        if args.imports:
+            raise ConfigError("--import: only with --store (imported trials go into a store)")
         with writing_report(args.out):
             index = build_report_from_csv(
                 args.from_csv,
@@ -409,6 +436,8 @@ def _report(args: argparse.Namespace) -> int:
             raise ConfigError(
                 "--higher-is-better: only with --from-csv (a store knows each task's direction)"
             )
+        if args.imports:
+            _import(args.store, args.imports)
         with writing_report(args.out):
             index = build_report(
                 args.store,
@@ -439,6 +468,13 @@ def _targets(items: Sequence[str]) -> dict[str, float]:
             raise ConfigError(f"--target: got {task!r} twice; allowed: one target per task")
         targets[task] = value
     return targets
+
+
+def _import(store: pathlib.Path, paths: Sequence[pathlib.Path]) -> int:
+    from demon_optim.study.imports import import_paths
+
+    print(import_paths(store, paths).message(), file=sys.stderr)
+    return 0
 
 
 def _tasks() -> int:

@@ -293,9 +293,12 @@ def test_version_1_store_is_migrated_in_place_after_a_backup(
         after = db.execute("SELECT * FROM trials ORDER BY rowid").fetchall()
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     db.close()
-    # every v1 row intact; owner, metrics and samples NULL
-    assert [row[:-3] for row in after] == before
-    assert all(row[-3:] == (None, None, None) for row in after) and rows[0]["owner"] is None
+    # every v1 row intact; the columns added since (owner, metrics, samples, origin, source)
+    # NULL
+    width = len(before[0])
+    assert [row[:width] for row in after] == before
+    assert all(set(row[width:]) == {None} for row in after) and rows[0]["owner"] is None
+    assert len(after[0]) - width == 5 and rows[0]["origin"] is None
     # a row from before version 3 reads with its one metric, named as its task names it
     assert rows[0]["metrics"] == {"val": {"metric": 0.5}, "test": {"metric": 0.6}}
     assert rows[1]["metrics"] == {} and rows[0]["samples"] is None
@@ -487,6 +490,8 @@ def test_version_2_store_is_migrated_to_keep_every_metric(
     with ResultStore(path) as store:
         store.write(result(spec(0)))
     with sqlite3.connect(path, isolation_level=None) as db:  # what version 2 wrote
+        db.execute("ALTER TABLE trials DROP COLUMN source")
+        db.execute("ALTER TABLE trials DROP COLUMN origin")
         db.execute("ALTER TABLE trials DROP COLUMN samples")
         db.execute("ALTER TABLE trials DROP COLUMN metrics")
         db.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
@@ -505,4 +510,4 @@ def test_version_2_store_is_migrated_to_keep_every_metric(
     assert row["metrics"] == old["metrics"] and row["samples"] is None
     assert new["metrics"] == metrics
     assert (tmp_path / "v2.sqlite.v2-backup").is_file()
-    assert "migrated from schema version 2 to 3" in caplog.text
+    assert f"migrated from schema version 2 to {SCHEMA_VERSION}" in caplog.text

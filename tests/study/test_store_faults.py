@@ -15,7 +15,7 @@ import pytest
 from demon_optim.errors import EnvironmentFailure
 from demon_optim.study.executors import run_study
 from demon_optim.study.spec import TrialSpec
-from demon_optim.study.store import ResultStore
+from demon_optim.study.store import SCHEMA_VERSION, ResultStore
 from demon_optim.study.trial import TrialResult
 from tests.mounts import fill, read_only, tmpfs
 from tests.study.test_store import result, spec
@@ -51,7 +51,7 @@ def test_a_store_on_a_read_only_file_system_is_read(tmp_path: pathlib.Path) -> N
             store.write(result(spec(seed)))
     assert sorted(p.name for p in source.iterdir()) == ["s.sqlite"]  # closed cleanly
     with read_only(source, tmp_path / "ro") as ro, ResultStore(ro / "s.sqlite", readonly=True) as s:
-        assert s.count() == 3 and s.meta()["schema_version"] == "3"
+        assert s.count() == 3 and s.meta()["schema_version"] == str(SCHEMA_VERSION)
         assert [r["seed"] for r in s.rows()] == [0, 1, 2]
 
 

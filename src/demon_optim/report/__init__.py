@@ -5,7 +5,8 @@ tables (``tables``), the Top-1/Top-3 statistic (``topk``), robustness heatmaps
 (``heatmaps``), curves (``curves``), steps and training time to a validation target with the
 performance profiles built on them (``targets``, ``profiles``), and writes one
 self-contained HTML page plus Markdown, CSV and PNG/SVG files (``html``). ``external`` reads a
-published table instead of a store. See ``docs/report.md``.
+published table instead of a store; ``imported`` shows published trials imported into the
+store, apart from the user's own. See ``docs/report.md``.
 
 >>> from demon_optim.report import build_report
 >>> build_report("runs/quick.sqlite", "runs/quick-report")  # doctest: +SKIP
@@ -67,6 +68,16 @@ def _parse_time(text: str) -> datetime.datetime | None:
 
 
 def _header(data: StoreData) -> list[tuple[str, str]]:
+    from demon_optim.report.imported import header_line
+
+    imported = header_line(data)
+    if not data.trials:  # a store of imported results only
+        return [
+            ("store", str(data.path.resolve())),
+            ("store created", data.meta.get("created_at", "unknown")),
+            ("report built", _now()),
+            *([imported] if imported else []),
+        ]
     trials = data.trials
     about = {t.task: t.about for t in trials}  # how each task reads, as the store says
     tasks = sorted(about)
@@ -123,6 +134,8 @@ def _header(data: StoreData) -> list[tuple[str, str]]:
         ("wall time", wall),
         ("versions", version_text),
     ]
+    if imported:
+        header.append(imported)
     return header
 
 
@@ -136,7 +149,16 @@ def store_content(
 ) -> Content:
     """Compute every view of a store's report (no files written); ``targets``: validation
     targets by task, before those the trials recorded (:mod:`demon_optim.report.targets`)."""
-    from demon_optim.report import curves, glue, heatmaps, html, samples, tables, topk
+    from demon_optim.report import (
+        curves,
+        glue,
+        heatmaps,
+        html,
+        imported,
+        samples,
+        tables,
+        topk,
+    )
     from demon_optim.report import targets as targets_module
 
     if isinstance(tolerance, str):
@@ -144,6 +166,7 @@ def store_content(
     data = load_store(store_path, trial_ids)
     given = _checked_targets(data, targets)  # before anything is drawn
     settings = tables.store_settings(data, rank_all=rank_all)
+    published = imported.imported_tables(data)  # shown apart, never selected with the user's
     figures = []
     maps = heatmaps.heatmaps(data, settings, tolerance)
     for heatmap in maps:
@@ -160,13 +183,20 @@ def store_content(
         lines = curves.setting_curves(data, setting)
         if not lines:
             continue
+        beside = imported.overlay(data, published, setting)
         figures.append(
             html.render(
-                curves.draw_validation(setting, lines),
+                curves.draw_validation(setting, lines, beside),
                 f"validation_{setting.slug}",
                 "curves",
                 f"Validation {setting.metric}: {setting.name}",
-                "Each method's selected configuration; mean over seeds, min-max shaded.",
+                "Each method's selected configuration; mean over seeds, min-max shaded."
+                + (
+                    " Dashed, labelled imported: published results of the same task and "
+                    "metric imported into the store (not selected or ranked with these)."
+                    if beside
+                    else ""
+                ),
             )
         )
         figures.append(
@@ -191,6 +221,20 @@ def store_content(
                     f"Samples: {setting.name}",
                     "The final model's samples, first seed of each method's selected "
                     "configuration.",
+                )
+            )
+    for table in published:
+        lines = imported.table_curves(data, table)
+        if lines:
+            figures.append(
+                html.render(
+                    imported.draw(table, lines),
+                    f"imported_{table.slug}",
+                    "imported",
+                    f"Validation {table.metric}: {table.name}",
+                    "Each imported method's selected configuration, dashed: against epochs "
+                    "(mean over seeds, min-max shaded) or, for timed evaluations (AlgoPerf), "
+                    "against training time, one line per seed.",
                 )
             )
     glue_tables = glue.glue_tables(settings)
@@ -222,6 +266,10 @@ def store_content(
         )
         blocks["profiles"] = [targets_module.profile_table(shown)]
         notes["profiles"] = _PROFILES_NOTE
+    if not data.trials:  # imported results only: nothing of the user's to show
+        sections = ()
+    if published:
+        sections += ("imported",)
     return Content(
         title=f"demon-optim report: {data.path.name}",
         header=_header(data),
@@ -232,6 +280,7 @@ def store_content(
         sections=sections,
         glue=glue_tables,
         blocks=blocks,
+        imported=published,
     )
 
 
@@ -316,6 +365,13 @@ def _store_notes(maps: list, rank_all: bool) -> dict[str, str]:
         "heatmaps": heatmap_note,
         "curves": "Validation metric per epoch of each method's selected configuration, and "
         "the learning rate and momentum it applied, as recorded by the trials.",
+        "imported": "Published results imported into this store (demon-optim report --import: "
+        "AlgoPerf logs, DeepOBS runs), kept apart from the trials run here: never in the "
+        "tables, Top-k, heatmaps or their selection above. Per imported method, the "
+        "configuration with the best mean validation metric over its seeds (among those "
+        "whose every seed finished) and its test metric, mean ± sample std over seeds; rows "
+        "are sorted, not ranked. Their numbers come from other code, data pipelines and "
+        "hardware: compare with care.",
     }
 
 

@@ -111,6 +111,10 @@ _PALETTE = (  # matplotlib's tab10 without red (Demon's), then tab20's light sha
 )  # fmt: skip
 
 
+#: Imported (published) curves: dark and muted, always dashed, so none reads as a user's.
+IMPORTED_PALETTE = ("#3b3b3b", "#8c564b", "#7b4173", "#637939", "#843c39", "#5254a3")
+
+
 def colour(schedule: str) -> str:
     """A fixed colour per schedule name, the same in every figure; Demon is red."""
     if schedule == "demon":
@@ -120,7 +124,12 @@ def colour(schedule: str) -> str:
     return _PALETTE[index % len(_PALETTE)]
 
 
-def draw_validation(setting: Setting, curves: Sequence[Curve]):  # -> Figure
+def draw_validation(
+    setting: Setting, curves: Sequence[Curve], imported: Sequence[Curve] = ()
+):  # -> Figure
+    """The selected configurations' validation curves; ``imported``: published curves of
+    the same task and metric (:func:`demon_optim.report.imported.overlay`), drawn dashed
+    and unshaded beside them."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(8.5, 4.6), layout="constrained")
@@ -133,6 +142,11 @@ def draw_validation(setting: Setting, curves: Sequence[Curve]):  # -> Figure
                 label=mathtext(f"{curve.method} ({seeds})"))  # fmt: skip
         if curve.seeds > 1:
             ax.fill_between(curve.epochs, curve.low, curve.high, color=c, alpha=0.15, lw=0)
+    for index, curve in enumerate(imported):
+        seeds = f"{curve.seeds} seed" + ("s" if curve.seeds != 1 else "")
+        shade = IMPORTED_PALETTE[index % len(IMPORTED_PALETTE)]
+        ax.plot(curve.epochs, curve.mean, color=shade, lw=1.3, ls="--", marker=".", ms=3,
+                label=mathtext(f"{curve.method} ({seeds})"))  # fmt: skip
     ax.set_xlabel("epoch")
     ax.set_ylabel(mathtext(f"validation {setting.metric}"))
     ax.set_title(

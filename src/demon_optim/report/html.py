@@ -26,6 +26,7 @@ import io
 import pathlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from demon_optim.report import escape, output
 from demon_optim.report import tables as tables_module
@@ -33,6 +34,9 @@ from demon_optim.report import topk as topk_module
 from demon_optim.report.glue import GlueTable
 from demon_optim.report.tables import Setting
 from demon_optim.report.topk import TopK
+
+if TYPE_CHECKING:  # the imported view (numpy, curves) is loaded only by a store's report
+    from demon_optim.report.imported import ImportedTable
 
 PNG_DPI = 110
 
@@ -78,6 +82,7 @@ class Content:
     sections: tuple[str, ...] = ("tables", "topk", "heatmaps", "curves")
     glue: Sequence[GlueTable] = ()  # the GLUE view of glue-* settings (section "glue")
     blocks: Mapping[str, Sequence[Table]] = field(default_factory=dict)  # section -> tables
+    imported: Sequence[ImportedTable] = ()  # published results, apart (section "imported")
 
 
 def render(fig: object, slug: str, section: str, title: str, caption: str) -> Figure:
@@ -119,6 +124,7 @@ _SECTION_TITLES = {
     "glue": "GLUE: task scores and their average",
     "targets": "Time to target: steps and training time to the validation target",
     "profiles": "Performance profiles: time to target across settings",
+    "imported": "Published results (imported)",
 }
 
 
@@ -183,6 +189,15 @@ def _section_html(content: Content, section: str) -> str:
         for table in content.glue:
             parts.append(f"<h3>{_e(table.name)}</h3>")
             parts.append(_html_table(table.header(), table.cells(), (), table.header()[1:]))
+    elif section == "imported":
+        for table in content.imported:
+            parts.append(
+                f'<h3 id="imported-{_e(table.slug)}">{_e(table.name)} '
+                f"<small>({_e(table.metric)}, {_e(table.direction)})</small></h3>"
+            )
+            classes = ["reference"] * len(table.rows)
+            parts.append(_html_table(table.header(), table.cells(), classes, table.header()[2:]))
+        parts += _figures_html(content, section)
     elif section == "topk":
         header, cells = topk_module.header_and_cells(content.topk)
         parts.append(
@@ -191,20 +206,26 @@ def _section_html(content: Content, section: str) -> str:
         )
         parts.append(_html_table(header, cells))
     else:
-        for fig in (f for f in content.figures if f.section == section):
-            data = base64.b64encode(fig.png).decode("ascii")
-            parts.append(
-                f'<figure id="figure-{_e(fig.slug)}"><img alt="{_e(fig.title)}" '
-                f'src="data:image/png;base64,{data}">'
-                f"<figcaption><strong>{_e(fig.title)}.</strong> {_e(fig.caption)} "
-                f'(<a href="figures/{_e(fig.slug)}.svg">SVG</a>)</figcaption></figure>'
-            )
+        parts += _figures_html(content, section)
         for table in content.blocks.get(section, ()):
             parts.append(f'<h3 id="table-{_e(table.slug)}">{_e(table.title)}</h3>')
             parts.append(_html_table(table.header, table.cells, table.classes, table.numeric))
             if table.note:
                 parts.append(f'<p class="note">{_e(table.note)}</p>')
     return "\n".join(parts)
+
+
+def _figures_html(content: Content, section: str) -> list[str]:
+    parts = []
+    for fig in (f for f in content.figures if f.section == section):
+        data = base64.b64encode(fig.png).decode("ascii")
+        parts.append(
+            f'<figure id="figure-{_e(fig.slug)}"><img alt="{_e(fig.title)}" '
+            f'src="data:image/png;base64,{data}">'
+            f"<figcaption><strong>{_e(fig.title)}.</strong> {_e(fig.caption)} "
+            f'(<a href="figures/{_e(fig.slug)}.svg">SVG</a>)</figcaption></figure>'
+        )
+    return parts
 
 
 def to_html(content: Content) -> str:
@@ -237,7 +258,9 @@ def to_markdown(content: Content) -> str:
             lines.append(topk_module.to_markdown(content.topk))
         elif section == "glue":
             lines += [table.to_markdown() for table in content.glue]
-        else:
+        if section == "imported":
+            lines += [table.to_markdown() for table in content.imported]
+        if section not in ("tables", "topk", "glue"):
             for fig in (f for f in content.figures if f.section == section):
                 lines += [
                     f"![{md(fig.title)}](figures/{fig.slug}.png)",
@@ -282,6 +305,8 @@ def files(content: Content) -> dict[str, bytes]:
         for table in tables:
             if table.csv_path:
                 add(table.csv_path, table.csv.encode("utf-8"))
+    for table in content.imported:
+        add(f"tables/imported_{table.slug}.csv", table.to_csv().encode("utf-8"))
     for fig in content.figures:
         add(f"figures/{fig.slug}.png", fig.png)
         add(f"figures/{fig.slug}.svg", fig.svg)

@@ -45,10 +45,19 @@ class Trial:
     # every metric by where it was measured ("val", "test", "final"), as the store keeps it
     metrics: dict[str, dict[str, float | None]] = field(default_factory=dict)
     samples: Samples | None = None  # images the trial produced (a generative task's)
+    # None: run by this harness; "import:algoperf" / "import:deepobs": published results
+    # imported into the store (demon_optim.study.imports), with the file they came from
+    origin: str | None = None
+    source: dict[str, Any] | None = None
+    stored_id: str | None = None  # an imported row's id (not its spec's hash); None: run here
 
     @property
     def trial_id(self) -> str:
-        return self.trial_spec.trial_id
+        return self.stored_id or self.trial_spec.trial_id
+
+    @property
+    def imported(self) -> bool:
+        return self.origin is not None
 
     @property
     def task(self) -> str:
@@ -112,11 +121,14 @@ class Trial:
 
 @dataclass(frozen=True)
 class StoreData:
-    """Everything a report needs from one store."""
+    """Everything a report needs from one store: ``trials`` are the user's own (every
+    view selects and ranks among them), ``imported`` the published results imported beside
+    them, kept apart (:mod:`demon_optim.report.imported` shows them)."""
 
     path: pathlib.Path
     meta: dict[str, str]
     trials: tuple[Trial, ...]
+    imported: tuple[Trial, ...] = ()
 
 
 def _trial(row: Mapping[str, Any], path: pathlib.Path) -> Trial:
@@ -135,6 +147,10 @@ def _trial(row: Mapping[str, Any], path: pathlib.Path) -> Trial:
         finished_at=row.get("finished_at") or "",
         metrics=dict(row.get("metrics") or {}),
         samples=_samples(row.get("samples"), path, spec.trial_id),
+        origin=row.get("origin"),  # absent from a store before version 4: run here
+        source=row.get("source"),
+        # an imported row's id is hashed from its files, not from its spec
+        stored_id=row["trial_id"] if row.get("origin") is not None else None,
     )
 
 
@@ -171,15 +187,18 @@ def load_store(path: str | pathlib.Path, trial_ids: Iterable[str] | None = None)
 
     Raises ConfigError if it is not a results store or is empty. Every row says how it is
     read (``about``); only a row written before stores kept that needs the registries.
+    Imported trials (``origin`` set) go to :attr:`StoreData.imported`, never to ``trials``.
     """
     path = pathlib.Path(path)
     with ResultStore(path, readonly=True) as store:
         rows = store.rows(trial_ids)
         meta = store.meta()
-    trials = tuple(_trial(row, path) for row in rows)
-    if not trials:
+    every = [_trial(row, path) for row in rows]
+    trials = tuple(t for t in every if not t.imported)
+    imported = tuple(t for t in every if t.imported)
+    if not every:
         raise ConfigError(
             f"store: '{path}' holds no trials; allowed: a store with results "
             "(run a study first: demon-optim run STUDY --store PATH)"
         )
-    return StoreData(path=path, meta=meta, trials=trials)
+    return StoreData(path=path, meta=meta, trials=trials, imported=imported)

@@ -3,7 +3,7 @@
 Schema (version :data:`SCHEMA_VERSION`; see ``docs/study.md``)::
 
     meta(key TEXT PRIMARY KEY, value TEXT)
-        application = 'demon-optim results store', schema_version = '3', created_at,
+        application = 'demon-optim results store', schema_version = '4', created_at,
         store_id                                  -- random; names this store's pending files
     trials(trial_id TEXT PRIMARY KEY,             -- sha256 of the trial spec's canonical JSON
            task, method TEXT, seed, epochs, batch_size INTEGER,
@@ -19,14 +19,18 @@ Schema (version :data:`SCHEMA_VERSION`; see ``docs/study.md``)::
            owner TEXT,                            -- the driver that wrote it (v2; NULL before)
            metrics TEXT,                          -- JSON {"val": {name: value}, "test": ...,
                                                   --   "final": ...} (v3; NULL before)
-           samples TEXT)                          -- JSON images to look at, or NULL (v3)
+           samples TEXT,                          -- JSON images to look at, or NULL (v3)
+           origin TEXT,                           -- NULL: run here; 'import:algoperf' or
+                                                  --   'import:deepobs': imported (v4)
+           source TEXT)                           -- JSON: the imported file, its sha256 (v4)
     claims(trial_id TEXT PRIMARY KEY,             -- a trial some driver is running now
            owner TEXT,                            -- host:pid:token of that driver
            expires_at REAL,                       -- Unix time; renewed while it runs
            claimed_at TEXT)
 
 Version 1 had no ``claims`` table, no ``owner`` column and no ``store_id``; version 2 had no
-``metrics`` and ``samples`` columns (a trial had one metric). Opening an older store for
+``metrics`` and ``samples`` columns (a trial had one metric); version 3 had no ``origin`` and
+``source`` columns (every trial was run here). Opening an older store for
 writing migrates it in place after copying it to ``<store>.v<N>-backup`` (SQLite's backup
 API); opening it read-only reads it as it is (the missing columns read as NULL).
 
@@ -73,7 +77,7 @@ from demon_optim.study.spec import TrialSpec
 from demon_optim.study.trial import TrialResult
 
 APPLICATION = "demon-optim results store"
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 FINAL_STATUSES = ("done", "diverged")  # never re-run
 _SQLITE_HEADER = b"SQLite format 3\x00"
 
@@ -111,7 +115,9 @@ CREATE TABLE IF NOT EXISTS trials (
     attempts INTEGER NOT NULL DEFAULT 1,
     owner TEXT,
     metrics TEXT,
-    samples TEXT
+    samples TEXT,
+    origin TEXT,
+    source TEXT
 )"""
 _CLAIMS = """
 CREATE TABLE IF NOT EXISTS claims (
@@ -131,6 +137,8 @@ _SCHEMA = (
 _MIGRATIONS = {
     2: ("ALTER TABLE trials ADD COLUMN owner TEXT", _CLAIMS),
     3: ("ALTER TABLE trials ADD COLUMN metrics TEXT", "ALTER TABLE trials ADD COLUMN samples TEXT"),
+    # published results imported beside the user's own (demon_optim.study.imports)
+    4: ("ALTER TABLE trials ADD COLUMN origin TEXT", "ALTER TABLE trials ADD COLUMN source TEXT"),
 }
 
 _COLUMNS = (
@@ -156,9 +164,20 @@ _COLUMNS = (
     "owner",
     "metrics",
     "samples",
+    "origin",
+    "source",
 )
 _JSON_COLUMNS = ("hyperparameters", "spec", "history", "versions")
-_NULLABLE_JSON_COLUMNS = ("metrics", "samples")  # NULL in rows written before version 3
+# NULL in rows written before the version that added them (metrics, samples: 3; source: 4)
+_NULLABLE_JSON_COLUMNS = ("metrics", "samples", "source")
+#: ``origin`` of an imported trial: ``IMPORT_PREFIX + format`` (the user's own trials: NULL).
+IMPORT_PREFIX = "import:"
+
+# An imported row is written once: importing the same file again changes nothing.
+_INSERT_NEW = (
+    f"INSERT INTO trials ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))}) "
+    "ON CONFLICT (trial_id) DO NOTHING"
+)
 
 # A failed row is replaced by the new result (and its attempts counted); a final row is kept.
 _UPSERT = f"""
@@ -569,6 +588,29 @@ class ResultStore:
                     (row["trial_id"], row["owner"]),
                 )
 
+    def import_rows(self, rows: Sequence[Mapping[str, Any]]) -> int:
+        """Write imported trials (published results) in one transaction; returns how many
+        were new.
+
+        Each row holds every column of the ``trials`` table (JSON columns as Python values),
+        ``origin`` starting with :data:`IMPORT_PREFIX`. A row whose trial id is already in
+        the store is left as it is (importing a file twice adds nothing); a failure writes
+        none of them (one transaction), raised as EnvironmentFailure.
+        """
+        encoded = []
+        for row in rows:
+            if set(row) != set(_COLUMNS) or not str(row["origin"]).startswith(IMPORT_PREFIX):
+                raise ValueError(f"import_rows: not an imported trial row: {sorted(row)}")
+            values = dict(row)
+            for column in (*_JSON_COLUMNS, *_NULLABLE_JSON_COLUMNS):
+                if values[column] is not None:
+                    values[column] = json.dumps(_json_safe(values[column]), sort_keys=True)
+            encoded.append([values[c] for c in _COLUMNS])
+        with _guard(self.path, "import trials"), self._transaction():
+            before = self._db.total_changes
+            self._db.executemany(_INSERT_NEW, encoded)
+            return self._db.total_changes - before
+
     def save_pending(self, row: Mapping[str, Any]) -> str:
         """Save a row that could not be written outside the store; returns where (in words)."""
         record = {
@@ -786,8 +828,10 @@ class ResultStore:
         Columns: trial_id, task, method, seed, epochs, batch_size, one column per
         hyperparameter name found in the store (empty where a method lacks it; pairs written
         as JSON lists), status, val_metric, test_metric, epochs_run, wall_time_s, error.
+        Only the trials run here: imported ones (``origin`` set) came from files the user
+        has, and an export row has no column to tell them apart.
         """
-        rows = self.rows()
+        rows = [row for row in self.rows() if row.get("origin") is None]
         hyper_names: list[str] = []
         for row in rows:
             for name in row["hyperparameters"]:
@@ -839,6 +883,8 @@ def _row(result: TrialResult, owner: str | None) -> dict[str, Any]:
         owner,
         json.dumps(_json_safe(result.metrics)),
         None if result.samples is None else json.dumps(result.samples.to_json()),
+        None,  # origin: run here
+        None,  # source
     )
     return dict(zip(_COLUMNS, values, strict=True))
 

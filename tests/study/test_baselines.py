@@ -131,6 +131,9 @@ def test_registered_as_adam_family_references_with_documented_grids() -> None:
         "weight_decay": (0.0,),
         "warmup": (0.02,),
     }
+    # names from outside a store (a published table's rows) are references alike
+    assert is_reference("Muon+my-schedule") and is_reference("DEMON-LION")
+    assert not is_reference("muonish")
     assert get_method("demon-muon").default_grid()["delay"] == (0.0,)
     assert get_method("lion+lr-step").default_grid()["milestones"] == ((0.5, 0.75),)
     assert get_method("muon+lr-warmup-linear").default_grid()["warmup"] == (0.1,)

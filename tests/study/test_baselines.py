@@ -190,6 +190,7 @@ def test_muon_is_torch_muon_and_takes_kernels_as_matrices() -> None:
     steps_of(torch.optim.Muon(theirs, **options), theirs, grads)
     for a, b in zip(ours, theirs, strict=True):
         assert torch.equal(a, b)  # bit for bit on 2-D weights
+    assert Muon(ours).defaults == torch.optim.Muon(theirs).defaults  # torch's defaults
     # a conv kernel (out, in, k) is updated as the matrix (out, in * k), in place
     kernel = torch.randn(6, 4, 3, generator=g)
     kernel_grads = [[torch.randn_like(kernel)] for _ in range(6)]

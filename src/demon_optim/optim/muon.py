@@ -65,9 +65,30 @@ class Muon(torch.optim.Muon):
     momentum schedule: ``MomentumScheduler(opt)`` moves ``group["momentum"]``.
     """
 
-    def __init__(self, params: Any, **options: Any) -> None:
-        # torch's own argument checks and defaults, without its "2-D only" check
-        probe = torch.optim.Muon([torch.zeros(1, 1, requires_grad=True)], **options)
+    def __init__(
+        self,
+        params: Any,
+        lr: float = 1e-3,
+        weight_decay: float = 0.1,
+        momentum: float = 0.95,
+        nesterov: bool = True,
+        ns_coefficients: tuple[float, float, float] = (3.4445, -4.775, 2.0315),
+        eps: float = 1e-7,
+        ns_steps: int = 5,
+        adjust_lr_fn: str | None = None,
+    ) -> None:
+        # torch's own argument checks and defaults dict, without its "2-D only" check
+        probe = torch.optim.Muon(
+            [torch.zeros(1, 1, requires_grad=True)],
+            lr=lr,
+            weight_decay=weight_decay,
+            momentum=momentum,
+            nesterov=nesterov,
+            ns_coefficients=ns_coefficients,
+            eps=eps,
+            ns_steps=ns_steps,
+            adjust_lr_fn=adjust_lr_fn,
+        )
         torch.optim.Optimizer.__init__(self, params, dict(probe.defaults))
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:

@@ -16,9 +16,9 @@ built-in is. See ``docs/reference-optimizers.md`` ("Today's baselines").
 * **Schedule-Free AdamW** (Defazio et al. 2024; PyPI ``schedulefree``): its own schedule, so
   no LR schedule on top, only its linear warm-up; evaluated at its averaged weights
   (``optimizer.eval()`` before every evaluation, ``optimizer.train()`` after, through the
-  Training's ``before_eval`` / ``after_eval`` hooks). Demon does not apply: its "momentum"
-  beta1 is the interpolation between the average and the latest iterate, not a memory of
-  gradients.
+  Training's ``before_eval`` / ``after_eval`` hooks). Demon does not apply: its beta1 places
+  the point the gradient is taken at between the average and the latest iterate; it is not
+  a memory of gradients.
 
 OneCycle and the momentum-only schedules are left out: OneCycle cycles one optimizer's
 momentum, and Muon + AdamW have two kinds (``momentum``, ``betas``).

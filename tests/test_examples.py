@@ -25,7 +25,7 @@ else:  # pragma: no cover
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "own_task"
-USER_METHODS = {"lion": "adam", "rmsprop+lr-cosine": "sgdm"}
+USER_METHODS = {"my-lion": "adam", "rmsprop+lr-cosine": "sgdm"}
 
 pytestmark = [
     requires("sklearn", "(the example's data ships inside scikit-learn)"),
@@ -83,7 +83,7 @@ def test_the_example_study_ranks_the_users_methods_beside_the_built_in_ones(
     # the 3 x 3 lr x momentum grids of sgdm and demon-sgdm make a robustness heatmap
     assert (result.report.parent / "figures" / "heatmap_breast-cancer-mlp_sgdm_2ep.png").is_file()
     # Lion's param groups carry lr and betas: the applied values are recorded
-    lion = next(r for r in result.rows if r["method"] == "lion")
+    lion = next(r for r in result.rows if r["method"] == "my-lion")
     assert [h["momentum"] for h in lion["history"]] == [0.9, 0.9]
     assert lion["history"][0]["lr"] == lion["hyperparameters"]["lr"]
 
@@ -99,7 +99,7 @@ def test_run_from_python_runs_in_a_fresh_process(tmp_path: pathlib.Path) -> None
         env={**os.environ, "PYTHONPATH": path},
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    assert "| lion |" in done.stdout and "| rmsprop+lr-cosine |" in done.stdout
+    assert "| my-lion |" in done.stdout and "| rmsprop+lr-cosine |" in done.stdout
     assert "study own-task-adam: 6 trials, 3 already in" in done.stdout
     assert (tmp_path / "own-task-report" / "index.html").is_file()
     assert (tmp_path / "own-task-adam-report" / "index.html").is_file()

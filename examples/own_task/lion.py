@@ -1,5 +1,8 @@
 """A user's own optimizers as study methods: a hand-written Lion, and RMSprop + cosine lr.
 
+(demon-optim has Lion built in, as the reference method ``lion`` from the ``lion-pytorch``
+package; this one is written out to show how, and registered as ``my-lion``.)
+
 This file is a study plugin (``plugins = ["lion.py"]``): each ``register_method`` call adds
 a method that a study's ``methods`` can name, with its default grid (a study's
 ``[grid.NAME]`` table replaces it per hyperparameter).
@@ -98,7 +101,7 @@ def build_rmsprop_cosine(
 # Lion joins the Adam family: its table and ranking (it is an Adam-like sign method, and
 # its lr grid sits beside Adam's, a few times smaller).
 register_method(
-    "lion",
+    "my-lion",
     build=build_lion,
     grid={"lr": [3e-5, 1e-4, 3e-4], "beta1": 0.9, "beta2": 0.99, "weight_decay": 0.0},
     family="adam",

@@ -16,7 +16,7 @@ import torch
 
 from demon_optim import schedules
 from demon_optim.errors import ConfigError
-from demon_optim.study.methods import Method, get_method, list_methods, method_names
+from demon_optim.study.methods import Method, baselines, get_method, list_methods, method_names
 from demon_optim.study.spec import TrialSpec
 from demon_optim.study.tasks import get_task
 from demon_optim.study.trial import run_trial
@@ -52,8 +52,17 @@ PAPER_SCHEDULES = (
     "+mom-exponential",
 )
 
-# The paper's other momentum methods: tested in test_reference_methods.py.
-REFERENCE_OPTIMIZER_METHODS = ("qhm+lr-step", "aggmo+lr-step", "qhadam", "yellowfin")
+BASELINES = baselines.__name__ + "."
+
+# The paper's other momentum methods: tested in test_reference_methods.py; today's
+# baselines (Muon, Lion, Schedule-Free AdamW): in test_baselines.py.
+REFERENCE_OPTIMIZER_METHODS = (
+    "qhm+lr-step",
+    "aggmo+lr-step",
+    "qhadam",
+    "yellowfin",
+    *(name for name in method_names() if get_method(name).source.startswith(BASELINES)),
+)
 
 
 def test_registry_covers_the_paper_comparison() -> None:

@@ -330,8 +330,8 @@ def _store_notes(maps: list, rank_all: bool) -> dict[str, str]:
     reference = (
         "Reference optimizers are ranked too (--rank-all)."
         if rank_all
-        else "Reference optimizers (AMSGrad, AdamW, AggMo, QHM, QHAdam, YellowFin) are shown "
-        "in italics, outside the ranking."
+        else "Reference optimizers (AMSGrad, AdamW, AggMo, QHM, QHAdam, YellowFin; Muon, Lion, "
+        "Schedule-Free AdamW) are shown in italics, outside the ranking."
     )
     heatmap_note = (
         "Cells: test metric, mean over seeds (the heatmap describes, it selects nothing); "

@@ -21,6 +21,7 @@ F+onecycle             onecycle            OneCycle
 F+mom-cosine           mom-cosine          cosine momentum
 F+mom-linear ...       mom-linear ...      linear momentum ...
 amsgrad, adamw         amsgrad, adamw      (reference optimizers)
+muon, lion+lr-step...  muon, lion+lr-step  (today's baselines: references)
 =====================  ==================  ========================
 
 Each method declares its schedule name when it is registered (``register_method(...,
@@ -36,11 +37,11 @@ Names become file names and HTML ids only through :func:`file_stems`: injective 
 case-insensitive file system), bounded in length, and the name itself whenever it is
 already a safe short name.
 
-Reference optimizers (the paper's AggMo, QHM, QHAdam, YellowFin, AMSGrad, AdamW) are shown
-in the tables but left out of the ranking unless asked (``--rank-all``): a registered
-method is a reference when the registry says so (``Method.reference``); any other name when
-its base optimizer (the part before ``+``, e.g. ``qhm`` in ``qhm+lr-step``) is in
-:data:`REFERENCE_OPTIMIZERS`.
+Reference optimizers (the paper's AggMo, QHM, QHAdam, YellowFin, AMSGrad, AdamW, and
+today's Muon, Lion, Schedule-Free AdamW) are shown in the tables but left out of the
+ranking unless asked (``--rank-all``): a registered method is a reference when the registry
+says so (``Method.reference``); any other name when its base optimizer (the part before
+``+``, e.g. ``qhm`` in ``qhm+lr-step``) is in :data:`REFERENCE_OPTIMIZERS`.
 """
 
 from __future__ import annotations
@@ -52,8 +53,12 @@ from collections.abc import Sequence
 
 from demon_optim.study.methods import get_method, method_names
 
-REFERENCE_OPTIMIZERS = frozenset({"aggmo", "qhm", "qhadam", "yellowfin", "amsgrad", "adamw"})
-"""Base optimizers the paper reports beside its ranking but not in it (the one place)."""
+REFERENCE_OPTIMIZERS = frozenset(
+    {"aggmo", "qhm", "qhadam", "yellowfin", "amsgrad", "adamw"}
+    | {"muon", "demon-muon", "lion", "demon-lion", "schedulefree-adamw"}
+)
+"""Base optimizers reported beside the ranking but not in it (the one place): the paper's,
+then today's baselines."""
 
 FAMILY_ORDER = ("sgdm", "adam")
 FAMILY_LABELS = {"sgdm": "SGDM", "adam": "Adam"}

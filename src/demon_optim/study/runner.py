@@ -139,6 +139,15 @@ def check_data(study: Study) -> None:
         get_task(name).check_data(study.data_dir)
 
 
+def check_methods(study: Study) -> None:
+    """Stop before any training if a method's optional package is missing (one line saying
+    how to install it)."""
+    from demon_optim.study.methods import get_method
+
+    for name in study.methods:
+        get_method(name).check_installed()
+
+
 def run(
     study: str | os.PathLike[str] | Mapping[str, Any] | Study,
     *,
@@ -175,6 +184,7 @@ def run(
     if executor == "local":  # a Ray cluster's workers have devices the driver may not
         devices.require(spec.device, "--device" if device is not None else "device")
     check_data(spec)  # a missing data set stops the study here, before any training
+    check_methods(spec)  # so does a method's missing package
     specs = expand(spec)
     store_path = (
         pathlib.Path(store) if store is not None else pathlib.Path("runs") / f"{spec.name}.sqlite"

@@ -8,9 +8,11 @@ to batch as truncated BPTT needs) is asked of the task's hooks, documented on
 the validation metric, the learning rate and momentum applied at the epoch's last step, the
 optimizer steps so far and two clocks: ``elapsed_s`` since training began (evaluation
 included) and ``train_s``, the time spent in the epochs' training steps alone (what a
-time-to-target measures, ``docs/report.md``).
-It stops at the first non-finite training loss (status ``diverged``, before stepping on it)
-and turns any exception into status ``failed`` with the traceback, so a study goes on.
+time-to-target measures, ``docs/report.md``). Every evaluation runs between the method's
+``before_eval`` and ``after_eval`` hooks (:class:`~demon_optim.study.methods.Training`;
+Schedule-Free moves the weights to its average there). It stops at the first non-finite
+training loss (status ``diverged``, before stepping on it) and turns any exception into
+status ``failed`` with the traceback, so a study goes on.
 
 The model is built on the CPU, then it and the task's splits go to the trial's device
 (:mod:`demon_optim.study.devices`); with ``precision`` bf16 or fp16 the forward pass, the
@@ -32,13 +34,14 @@ import math
 import platform
 import time
 import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
 
 from demon_optim.study import devices
-from demon_optim.study.methods import Budget, applied_reader, get_method
+from demon_optim.study.methods import Budget, Training, applied_reader, get_method
 from demon_optim.study.spec import TrialSpec
 from demon_optim.study.tasks import Task, TaskData, get_task
 
@@ -205,6 +208,17 @@ def _evaluate(task: Task, model: torch.nn.Module, split: Any, where: str) -> dic
     return {name: float(value) for name, value in values.items()}
 
 
+@contextlib.contextmanager
+def _evaluation(training: Training) -> Iterator[None]:
+    """Run an evaluation between the method's ``before_eval`` and ``after_eval`` hooks
+    (Schedule-Free: evaluate at its averaged weights, then train on at its own)."""
+    for hook in training.before_eval:
+        hook()
+    yield
+    for hook in training.after_eval:
+        hook()
+
+
 # The last data set moved to a device, so that a worker's trials share one copy there.
 _on_device: list[tuple[TaskData, torch.device, TaskData]] = []
 
@@ -314,7 +328,7 @@ def _train(spec: TrialSpec, task: Task, data: TaskData, device: torch.device) ->
         if synchronize is not None:
             synchronize()
         train_s += time.perf_counter() - epoch_start
-        with autocast():
+        with _evaluation(training), autocast():
             val_metrics = _evaluate(task, model, data.val, "validation")
         val = val_metrics[task.metric]
         if not math.isfinite(val):
@@ -335,16 +349,17 @@ def _train(spec: TrialSpec, task: Task, data: TaskData, device: torch.device) ->
         if len(val_metrics) > 1:
             record["val_metrics"] = val_metrics
         history.append(record)
-    with autocast():
-        test_metrics = _evaluate(task, model, data.test, "test")
-    test = test_metrics[task.metric]
-    if not math.isfinite(test):
-        return _Outcome("diverged", history, note=f"non-finite test {task.metric} ({test})")
-    metrics = {"val": val_metrics, "test": test_metrics}
-    samples = None
-    model.eval()
-    with torch.no_grad(), autocast():
-        final = task.final_outputs(model, data, spec.seed)
+    with _evaluation(training):
+        with autocast():
+            test_metrics = _evaluate(task, model, data.test, "test")
+        test = test_metrics[task.metric]
+        if not math.isfinite(test):
+            return _Outcome("diverged", history, note=f"non-finite test {task.metric} ({test})")
+        metrics = {"val": val_metrics, "test": test_metrics}
+        samples = None
+        model.eval()
+        with torch.no_grad(), autocast():
+            final = task.final_outputs(model, data, spec.seed)
     if final is not None:
         metrics["final"] = {name: float(value) for name, value in final.metrics.items()}
         if final.images is not None:

@@ -9,10 +9,12 @@ alike come in through :func:`register_method`:
 * :mod:`~demon_optim.study.methods.method`: :class:`Budget`, :class:`Training`,
   :class:`Method` (configurations and grids);
 * :mod:`~demon_optim.study.methods.registry`: the registry;
-* :mod:`~demon_optim.study.methods.builtin`: the paper's comparison and the references.
+* :mod:`~demon_optim.study.methods.builtin`: the paper's comparison and the references;
+* :mod:`~demon_optim.study.methods.baselines`: today's baselines (Muon, Lion, Schedule-Free).
 """
 
-from demon_optim.study.methods import builtin  # noqa: F401  (registers the built-ins)
+# registers the built-ins: the paper's comparison (builtin), then today's baselines
+from demon_optim.study.methods import baselines, builtin  # noqa: F401
 from demon_optim.study.methods.hyperparameters import (
     RESERVED_NAMES,
     Hyperparameter,

@@ -8,6 +8,7 @@ checks configurations and expands grids. The registry is in
 
 from __future__ import annotations
 
+import importlib
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from demon_optim.study.methods.hyperparameters import Hyperparameter, Value
 
 StepHook = Callable[[], object]
 EpochHook = Callable[[float], object]
+EvalHook = Callable[[], object]
 
 
 @dataclass(frozen=True)
@@ -46,17 +48,22 @@ class Training:
 
     The trial calls every ``after_step`` hook (no arguments) after each ``optimizer.step()``,
     and every ``after_epoch`` hook with the epoch's validation metric after each epoch, in
-    the order given.
+    the order given. Every evaluation of the model (validation after each epoch; test and
+    the task's final outputs at the end) runs between the ``before_eval`` hooks and the
+    ``after_eval`` hooks: an optimizer that trains at other weights than those it returns
+    (Schedule-Free's ``optimizer.eval()`` / ``optimizer.train()``) swaps them there.
     """
 
     optimizer: torch.optim.Optimizer
     after_step: tuple[StepHook, ...] = ()
     after_epoch: tuple[EpochHook, ...] = ()
+    before_eval: tuple[EvalHook, ...] = ()
+    after_eval: tuple[EvalHook, ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.optimizer, torch.optim.Optimizer):
             raise invalid("Training.optimizer", self.optimizer, "a torch.optim.Optimizer")
-        for name in ("after_step", "after_epoch"):
+        for name in ("after_step", "after_epoch", "before_eval", "after_eval"):
             hooks = tuple(getattr(self, name))
             for i, hook in enumerate(hooks):
                 if not callable(hook):
@@ -111,7 +118,9 @@ class Method:
 
     ``family``: the table and ranking it joins (``sgdm``, ``adam`` or another);
     ``reference``: reported beside the ranking, not in it; ``schedule``: the name the Top-k
-    table compares across families (``demon``, ``lr-cosine``; a user's method: its name).
+    table compares across families (``demon``, ``lr-cosine``; a user's method: its name);
+    ``requires``: ``(module, install command)`` of each optional package the builder
+    imports, checked by :meth:`check_installed`.
     """
 
     name: str
@@ -122,6 +131,20 @@ class Method:
     schedule: str = ""
     summary: str = ""
     source: str = field(default="", compare=False)  # module.qualname of build_fn
+    requires: tuple[tuple[str, str], ...] = ()
+
+    def check_installed(self) -> None:
+        """Raise a one-line ConfigError with the install command if a package is missing."""
+        for module, install in self.requires:
+            try:
+                importlib.import_module(module)
+            except ModuleNotFoundError as error:
+                if error.name != module:
+                    raise  # the package is there but broken: its own error says more
+                raise ConfigError(
+                    f"method {self.name}: needs the package {module}, which is not "
+                    f"installed: {install}"
+                ) from None
 
     @property
     def hyperparameter_names(self) -> tuple[str, ...]:
@@ -201,6 +224,7 @@ class Method:
         Calls ``build(params, budget=budget, **hyperparameters)`` with every hyperparameter
         (those at their ``legacy`` value included) and wraps a bare optimizer in a Training.
         """
+        self.check_installed()
         values = {name: config.get(name, hp.legacy) for name, hp in self.hyperparameters.items()}
         built = self.build_fn(params, budget=budget, **values)
         if isinstance(built, Training):

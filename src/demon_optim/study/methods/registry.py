@@ -39,6 +39,7 @@ def register_method(
     reference: bool = False,
     schedule: str | None = None,
     summary: str = "",
+    requires: Mapping[str, str] | None = None,
 ) -> Method:
     """Register a study method: an optimizer (and its schedules) with its default grid.
 
@@ -52,6 +53,9 @@ def register_method(
     table and ranking the method joins (``"sgdm"``, ``"adam"``, a new name; default: the
     method's name); ``reference=True`` reports it beside the ranking, not in it;
     ``schedule``: the name the Top-k table matches across families (default: ``name``).
+    ``requires``: ``{module: install command}`` of optional packages ``build`` imports; a
+    study naming the method stops before any training when one is missing, with a
+    one-line error giving the command.
 
     Registering the same builder again under its name is fine (a plugin imported twice);
     another builder under a taken name is a ConfigError naming both.
@@ -67,6 +71,12 @@ def register_method(
     schedule = _name(f"method {name}: schedule", name if schedule is None else schedule)
     if not isinstance(summary, str):
         raise invalid(f"method {name}: summary", summary, "a string")
+    if requires is None:
+        requires = {}
+    if not isinstance(requires, Mapping) or not all(
+        isinstance(k, str) and k and isinstance(v, str) for k, v in requires.items()
+    ):
+        raise invalid(f"method {name}: requires", requires, "a mapping module -> install command")
     hyperparameters: dict[str, Hyperparameter] = {
         key: hyperparameter(key, raw, f"method {name}: grid") for key, raw in grid.items()
     }
@@ -80,6 +90,7 @@ def register_method(
         schedule=schedule,
         summary=summary,
         source=source,
+        requires=tuple(requires.items()),
     )
     existing = _METHODS.get(name)
     if existing is not None and existing.source != source:

@@ -266,14 +266,15 @@ class FashionMNISTNCSN(_CPUScoreNetworkTask):
     of val/test for the metric, 10 Langevin steps per level with eps 6e-5.
 
     Cost on one CPU thread (process time): ~1.4 s per step, ~143 s of training and ~16 s
-    of validation per epoch, test ~18 s, final outputs ~234 s (+ ~87 s once per machine
-    for the classifier): ~15 minutes per trial. See docs/score-network.md.
+    of validation per epoch, test ~18 s, final outputs ~5-13 minutes (1,000 samples x 100
+    network evaluations; + ~87 s once per machine for the classifier): ~20-30 minutes per
+    trial. See docs/score-network.md.
     """
 
     name = "fmnist-ncsn"
     summary = (
-        "Fashion-MNIST, NCSN score network (ngf 16, 0.5M params), 4 x 6,400 images, ~15 min "
-        "per trial on one CPU thread; DSM loss, lower is better"
+        "Fashion-MNIST, NCSN score network (ngf 16, 0.5M params), 4 x 6,400 images, ~20-30 "
+        "min per trial on one CPU thread; DSM loss, lower is better"
     )
     data_key = data_set = "fashion-mnist"
     train_examples = 6400

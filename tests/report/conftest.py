@@ -30,6 +30,7 @@ import contextlib
 import os
 import pathlib
 import shutil
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 
@@ -179,3 +180,45 @@ def read_only() -> Iterator[Callable[[pathlib.Path], None]]:
     """``read_only(folder)`` makes ``folder`` read-only (a read-only bind mount on itself)."""
     with contextlib.ExitStack() as mounted:
         yield lambda folder: mounted.enter_context(mounts.read_only(folder))
+
+
+# Added to a page before loading it: after the load event, mark every image with whether
+# it decoded (naturalWidth > 0).
+_CHECK = """<script>
+window.addEventListener("load", function () {
+  var images = document.images, loaded = 0;
+  for (var i = 0; i < images.length; i++) {
+    var ok = images[i].complete && images[i].naturalWidth > 0;
+    images[i].setAttribute("data-loaded", ok ? "yes" : "no");
+    if (ok) loaded++;
+  }
+  document.body.setAttribute("data-images", images.length + "/" + loaded);
+});
+</script>"""
+
+
+def rendered_dom(page: pathlib.Path, tmp_path: pathlib.Path) -> str:
+    """The DOM headless Chromium builds from the HTML file ``page`` (plus :data:`_CHECK`,
+    so every ``<img>`` carries ``data-loaded`` and the body ``data-images="N/loaded"``)."""
+    browser = chromium_binary()
+    checked = tmp_path / "check.html"  # the report plus the checking script; the report has none
+    checked.write_text(page.read_text().replace("</body>", _CHECK + "</body>"))
+    command = [
+        browser,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--virtual-time-budget=10000",
+        "--dump-dom",
+        checked.as_uri(),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout

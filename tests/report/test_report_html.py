@@ -6,13 +6,12 @@ import csv
 import html.parser
 import pathlib
 import re
-import subprocess
 
 import pytest
 
 from demon_optim.report import build_report
 from tests.conftest import requires
-from tests.report.conftest import chromium_binary
+from tests.report.conftest import rendered_dom
 
 pytestmark = requires("matplotlib", "(draws the report's figures)")
 
@@ -89,45 +88,10 @@ def test_page_is_self_contained(report: pathlib.Path) -> None:
     assert '<h3 id="table-targets-mnist1d-mlp_10ep">' in text
 
 
-# After the load event, mark every image with whether it decoded (naturalWidth > 0).
-_CHECK = """<script>
-window.addEventListener("load", function () {
-  var images = document.images, loaded = 0;
-  for (var i = 0; i < images.length; i++) {
-    var ok = images[i].complete && images[i].naturalWidth > 0;
-    images[i].setAttribute("data-loaded", ok ? "yes" : "no");
-    if (ok) loaded++;
-  }
-  document.body.setAttribute("data-images", images.length + "/" + loaded);
-});
-</script>"""
-
-
 def test_every_figure_loads_in_headless_chromium(
     report: pathlib.Path, tmp_path: pathlib.Path
 ) -> None:
-    browser = chromium_binary()
-    page = tmp_path / "check.html"  # the report plus the checking script; the report has none
-    page.write_text(report.read_text().replace("</body>", _CHECK + "</body>"))
-    command = [
-        browser,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-dev-shm-usage",
-        f"--user-data-dir={tmp_path / 'profile'}",
-        "--virtual-time-budget=10000",
-        "--dump-dom",
-        page.as_uri(),
-    ]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
-    assert done.returncode == 0, done.stderr[-2000:]
-    dom = done.stdout
+    dom = rendered_dom(report, tmp_path)
     marks = re.findall(r'<img[^>]*data-loaded="(yes|no)"', dom)
     assert marks == ["yes"] * 8, dom[:500]
     assert 'data-images="8/8"' in dom

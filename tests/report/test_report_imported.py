@@ -14,7 +14,6 @@ import json
 import pathlib
 import re
 import shutil
-import subprocess
 
 import pytest
 
@@ -22,8 +21,7 @@ from demon_optim.report import build_report, imported, tables, topk
 from demon_optim.report.load import load_store
 from demon_optim.study.imports import import_paths
 from tests.conftest import requires
-from tests.report.conftest import chromium_binary
-from tests.report.test_report_html import _CHECK
+from tests.report.conftest import rendered_dom
 
 pytestmark = requires("matplotlib", "(draws the report's figures)")
 
@@ -143,28 +141,7 @@ def test_a_published_run_on_the_users_task_is_drawn_beside_its_curves(
 def test_the_page_with_imports_loads_in_headless_chromium(
     report: pathlib.Path, tmp_path: pathlib.Path
 ) -> None:
-    browser = chromium_binary()
-    page = tmp_path / "check.html"
-    page.write_text(report.read_text().replace("</body>", _CHECK + "</body>"))
-    command = [
-        browser,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-dev-shm-usage",
-        f"--user-data-dir={tmp_path / 'profile'}",
-        "--virtual-time-budget=10000",
-        "--dump-dom",
-        page.as_uri(),
-    ]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
-    assert done.returncode == 0, done.stderr[-2000:]
-    dom = done.stdout
+    dom = rendered_dom(report, tmp_path)
     # 8 of the user's figures (test_report_html: 7 + the performance profiles) + one per
     # imported table
     assert 'data-images="11/11"' in dom, dom[:500]

@@ -44,6 +44,18 @@ def where(path: pathlib.Path, line: int | None = None) -> str:
     return f"import {str(path)!r}" + ("" if line is None else f" line {line}")
 
 
+def read_json(path: pathlib.Path) -> tuple[Any, bytes]:
+    """The parsed JSON of ``path`` and its bytes; a ConfigError naming the file otherwise."""
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise ConfigError(f"{where(path)}: cannot read it: {error.strerror or error}") from None
+    try:
+        return json.loads(data.decode("utf-8-sig")), data
+    except (UnicodeDecodeError, ValueError) as error:
+        raise ConfigError(f"{where(path)}: not valid JSON: {error}") from None
+
+
 def problem(
     path: pathlib.Path, what: str, got: object, allowed: str, line: int | None = None
 ) -> ConfigError:

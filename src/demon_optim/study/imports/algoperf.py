@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import pathlib
 import re
@@ -53,6 +52,7 @@ from demon_optim.study.imports._records import (
     hyperparameter,
     parse_number,
     problem,
+    read_json,
     sha256,
     where,
 )
@@ -120,22 +120,11 @@ def target_metric(workload: str, available: list[str]) -> str | None:
     return next((m for m in FALLBACK_METRICS if m in available), None)
 
 
-def _read_json(path: pathlib.Path) -> tuple[Any, bytes]:
-    try:
-        data = path.read_bytes()
-    except OSError as error:
-        raise ConfigError(f"{where(path)}: cannot read it: {error.strerror or error}") from None
-    try:
-        return json.loads(data.decode("utf-8-sig")), data
-    except (UnicodeDecodeError, ValueError) as error:
-        raise ConfigError(f"{where(path)}: not valid JSON: {error}") from None
-
-
 def _hyperparameters(path: pathlib.Path) -> tuple[tuple[tuple[str, Any], ...], bytes | None]:
     """``hparams.json`` beside the log, as (name, value) pairs in the file's order."""
     if not path.exists():
         return (), None
-    raw, data = _read_json(path)
+    raw, data = read_json(path)
     if not isinstance(raw, dict):
         raise problem(path, "the file", type(raw).__name__, "a JSON object of hyperparameters")
     pairs = []
@@ -149,7 +138,7 @@ def _hyperparameters(path: pathlib.Path) -> tuple[tuple[tuple[str, Any], ...], b
 def _seed(path: pathlib.Path, study: int | None) -> tuple[int, bytes | None]:
     """``rng_seed`` of ``meta_data_0.json`` if it has one, else the study index, else 0."""
     if path.exists():
-        raw, data = _read_json(path)
+        raw, data = read_json(path)
         seed = raw.get("rng_seed") if isinstance(raw, dict) else None
         if seed is not None:
             if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:

@@ -34,19 +34,17 @@ last real epoch, as a non-finite value in the lists does.
 
 from __future__ import annotations
 
-import json
 import math
 import pathlib
 from typing import Any
 
-from demon_optim.errors import ConfigError
 from demon_optim.study.imports._records import (
     ImportedTrial,
     hyperparameter,
     name,
     problem,
+    read_json,
     sha256,
-    where,
 )
 
 FORMAT = "deepobs"
@@ -74,14 +72,7 @@ def looks_like_run(data: Any) -> bool:
 
 def load(path: pathlib.Path) -> tuple[Any, bytes]:
     """The parsed JSON of ``path`` and its bytes; ConfigError naming the file otherwise."""
-    try:
-        data = path.read_bytes()
-    except OSError as error:
-        raise ConfigError(f"{where(path)}: cannot read it: {error.strerror or error}") from None
-    try:
-        return json.loads(data.decode("utf-8-sig")), data
-    except (UnicodeDecodeError, ValueError) as error:
-        raise ConfigError(f"{where(path)}: not valid JSON: {error}") from None
+    return read_json(path)
 
 
 def _integer(path: pathlib.Path, raw: dict, key: str, minimum: int) -> int:

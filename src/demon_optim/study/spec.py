@@ -21,12 +21,19 @@ format (see ``docs/study.md``)::
     [targets]                         # optional: validation targets per task (time to target,
     mnist1d-mlp = 0.62                # performance profiles); default: each task's own
 
-:func:`expand` turns a :class:`Study` into :class:`TrialSpec` records. A trial spec is frozen
-and JSON-serialisable; its id is the sha256 of its canonical JSON (task, method,
-hyperparameters, seed, epochs, batch size and :data:`PROTOCOL_VERSION`), so the same trial in
-two studies is the same row of a store. Outside the id, a spec carries where its data lives,
-the plugins that define its task or method, and what a report needs to read its result
-(:class:`TrialAbout`), so neither a worker nor a report has to know the study.
+A study may sample each method's configurations instead of running its grid: the top-level
+keys ``search = "sample"``, ``sampler``, ``tuning_budgets``, ``search_seed``,
+``search_batch``, the tables ``[tuning.<method>]`` and ``[space.<method>]``
+(:mod:`demon_optim.study.search.space`).
+
+:func:`expand` turns a :class:`Study`'s grid methods into :class:`TrialSpec` records (a
+sampled method's trials are drawn while the study runs: :mod:`demon_optim.study.search`).
+A trial spec is frozen and JSON-serialisable; its id is the sha256 of its canonical JSON
+(task, method, hyperparameters, seed, epochs, batch size and :data:`PROTOCOL_VERSION`), so
+the same trial in two studies is the same row of a store. Outside the id, a spec carries
+where its data lives, the plugins that define its task or method, and what a report needs
+to read its result (:class:`TrialAbout`), so neither a worker nor a report has to know the
+study.
 """
 
 from __future__ import annotations
@@ -56,6 +63,7 @@ from demon_optim.study.methods import Value, get_method, method_names
 from demon_optim.study.methods.hyperparameters import jsonable
 from demon_optim.study.plugins import Plugin, load_plugins
 from demon_optim.study.presets import preset_names, preset_text
+from demon_optim.study.search.space import SearchSettings, parse_searches
 from demon_optim.study.tasks import get_task, task_names
 
 if sys.version_info >= (3, 11):
@@ -83,6 +91,13 @@ KEYS = (
     "channels_last",
     "grid",
     "targets",
+    "search",
+    "sampler",
+    "tuning_budgets",
+    "search_seed",
+    "search_batch",
+    "tuning",
+    "space",
 )
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # matched whole (re.fullmatch)
 NAME_MAX_LENGTH = 100
@@ -264,6 +279,8 @@ class Study:
     precision: str = DEFAULT_PRECISION
     channels_last: bool = False
     targets: Mapping[str, float] = field(default_factory=dict)  # task -> validation target
+    # method -> how its configurations are sampled; the methods not in it run their grid
+    searches: Mapping[str, SearchSettings] = field(default_factory=dict)
 
 
 # --- parsing ------------------------------------------------------------------------------
@@ -409,6 +426,7 @@ def parse_study(
 
     grids = _parse_grids(data.get("grid", {}), methods)
     targets = parse_targets(data.get("targets", {}), {t: get_task(t).metric for t in tasks})
+    searches = parse_searches(data, methods, grids)
     return Study(
         name=name,
         tasks=tasks,
@@ -425,6 +443,7 @@ def parse_study(
         precision=precision,
         channels_last=channels_last,
         targets=targets,
+        searches=searches,
     )
 
 
@@ -490,33 +509,51 @@ def _parse_grids(raw: object, methods: tuple[str, ...]) -> dict[str, dict[str, t
 
 
 def expand(study: Study) -> list[TrialSpec]:
-    """Every trial of the study, in a fixed order: task, budget, method, configuration, seed."""
+    """Every trial of the study's grid methods, in a fixed order: task, budget, method,
+    configuration, seed. Sampled methods (``study.searches``) are left out: their
+    configurations are drawn as the study runs (:mod:`demon_optim.study.search`)."""
     specs: dict[str, TrialSpec] = {}
-    for task_name in study.tasks:
-        task = get_task(task_name)
-        batch_size = study.batch_size or task.batch_size
-        token_budget = study.token_budget if task.uses_token_budget else None
-        channels_last = study.channels_last and task.image_model
-        for epochs in study.epochs or (task.epochs,):
-            for method_name in study.methods:
-                method = get_method(method_name)
-                about = TrialAbout.of(task_name, method_name, study.targets.get(task_name))
-                for config in method.grid(study.grids.get(method_name)):
-                    for seed in study.seeds:
-                        spec = TrialSpec(
-                            task=task_name,
-                            method=method_name,
-                            hyperparameters=tuple(config.items()),
-                            seed=seed,
-                            epochs=epochs,
-                            batch_size=batch_size,
-                            data_dir=study.data_dir,
-                            token_budget=token_budget,
-                            plugins=study.plugins,
-                            about=about,
-                            device=study.device,
-                            precision=study.precision,
-                            channels_last=channels_last,
-                        )
-                        specs.setdefault(spec.trial_id, spec)
+    for task_name, epochs in settings(study):
+        for method_name in study.methods:
+            if method_name in study.searches:
+                continue
+            method = get_method(method_name)
+            for config in method.grid(study.grids.get(method_name)):
+                for spec in trial_specs(study, task_name, epochs, method_name, config):
+                    specs.setdefault(spec.trial_id, spec)
     return list(specs.values())
+
+
+def settings(study: Study) -> list[tuple[str, int]]:
+    """(task, epoch budget) of every setting of the study, in order."""
+    return [
+        (task_name, epochs)
+        for task_name in study.tasks
+        for epochs in study.epochs or (get_task(task_name).epochs,)
+    ]
+
+
+def trial_specs(
+    study: Study, task_name: str, epochs: int, method_name: str, config: Mapping[str, Value]
+) -> list[TrialSpec]:
+    """The trials of one configuration of a method on one setting, one per seed."""
+    task = get_task(task_name)
+    about = TrialAbout.of(task_name, method_name, study.targets.get(task_name))
+    return [
+        TrialSpec(
+            task=task_name,
+            method=method_name,
+            hyperparameters=tuple(config.items()),
+            seed=seed,
+            epochs=epochs,
+            batch_size=study.batch_size or task.batch_size,
+            data_dir=study.data_dir,
+            token_budget=study.token_budget if task.uses_token_budget else None,
+            plugins=study.plugins,
+            about=about,
+            device=study.device,
+            precision=study.precision,
+            channels_last=study.channels_last and task.image_model,
+        )
+        for seed in study.seeds
+    ]

@@ -27,6 +27,12 @@ Schema (version :data:`SCHEMA_VERSION`; see ``docs/study.md``)::
            owner TEXT,                            -- host:pid:token of that driver
            expires_at REAL,                       -- Unix time; renewed while it runs
            claimed_at TEXT)
+    searches(search_id TEXT PRIMARY KEY, ...)     -- sampled configurations (search axis):
+    search_draws(search_id, draw, ...)            --   created when a study first samples
+
+The two search tables (:data:`_SEARCH_TABLES`) are created with ``CREATE TABLE IF NOT
+EXISTS`` by the first study that samples configurations, so they need no schema version: a
+store without them has no searches, and a demon-optim that does not know them ignores them.
 
 Version 1 had no ``claims`` table, no ``owner`` column and no ``store_id``; version 2 had no
 ``metrics`` and ``samples`` columns (a trial had one metric); version 3 had no ``origin`` and
@@ -126,6 +132,44 @@ CREATE TABLE IF NOT EXISTS claims (
     expires_at REAL NOT NULL,
     claimed_at TEXT NOT NULL
 )"""
+# The search axis (demon_optim.study.search): one row per search (a sampled method on one
+# setting) and one per configuration it drew, in the order the sampler asked them.
+_SEARCH_TABLES = (
+    """
+CREATE TABLE IF NOT EXISTS searches (
+    search_id TEXT PRIMARY KEY,
+    task TEXT NOT NULL,
+    method TEXT NOT NULL,
+    epochs INTEGER NOT NULL,
+    batch_size INTEGER NOT NULL,
+    sampler TEXT NOT NULL,
+    search_seed INTEGER NOT NULL,
+    search_batch INTEGER NOT NULL,
+    definition TEXT NOT NULL,
+    tuning_budgets TEXT NOT NULL,
+    versions TEXT NOT NULL,
+    created_at TEXT NOT NULL
+)""",
+    """
+CREATE TABLE IF NOT EXISTS search_draws (
+    search_id TEXT NOT NULL REFERENCES searches (search_id),
+    draw INTEGER NOT NULL,
+    batch INTEGER NOT NULL,
+    params TEXT NOT NULL,
+    hyperparameters TEXT NOT NULL,
+    trial_ids TEXT NOT NULL,
+    state TEXT CHECK (state IN ('complete', 'fail')),
+    value REAL,
+    asked_at TEXT NOT NULL,
+    told_at TEXT,
+    PRIMARY KEY (search_id, draw)
+)""",
+)
+_SEARCH_JSON = ("definition", "tuning_budgets", "versions")
+_DRAW_JSON = ("params", "hyperparameters", "trial_ids")
+#: ``state`` of a told draw: its value was told to the sampler, or a failure (diverged).
+COMPLETE, FAIL = "complete", "fail"
+
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     _TRIALS,
@@ -776,6 +820,96 @@ class ResultStore:
             stop.set()
             thread.join()
 
+    # -- searches (sampled configurations) --------------------------------------------------
+
+    def record_search(self, search: Mapping[str, Any]) -> None:
+        """Record a search (creating the search tables if the store has none yet).
+
+        ``search`` holds the ``searches`` columns but ``created_at`` (JSON columns as Python
+        values). A search
+        already recorded keeps its row; its ``tuning_budgets`` become the given ones (the
+        budget is not part of a search's identity: a larger one continues it).
+        """
+        values = {**search, "created_at": _now_iso()}
+        for column in _SEARCH_JSON:
+            values[column] = json.dumps(values[column], sort_keys=True)
+        columns = list(values)
+        with _guard(self.path, "record a search"), self._transaction():
+            for statement in _SEARCH_TABLES:
+                self._db.execute(statement)
+            self._db.execute(
+                f"INSERT INTO searches ({', '.join(columns)}) VALUES "
+                f"({', '.join('?' * len(columns))}) ON CONFLICT (search_id) DO UPDATE SET "
+                "tuning_budgets = excluded.tuning_budgets",
+                [values[c] for c in columns],
+            )
+
+    def record_draws(self, search_id: str, draws: Sequence[Mapping[str, Any]]) -> None:
+        """Record configurations a search drew (``draw``, ``batch``, ``params``,
+        ``hyperparameters``, ``trial_ids``), in one transaction, before their trials run.
+
+        A draw already recorded (another driver of this store drew it first) is kept as it
+        is: the record, not this call, is the search's sequence.
+        """
+        now = _now_iso()
+        rows = [
+            (
+                search_id,
+                d["draw"],
+                d["batch"],
+                *(json.dumps(d[c], sort_keys=True) for c in _DRAW_JSON),
+                now,
+            )
+            for d in draws
+        ]
+        with _guard(self.path, "record a search's draws"), self._transaction():
+            self._db.executemany(
+                "INSERT INTO search_draws (search_id, draw, batch, params, hyperparameters, "
+                "trial_ids, asked_at) VALUES (?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (search_id, draw) DO NOTHING",
+                rows,
+            )
+
+    def record_tells(self, search_id: str, tells: Sequence[tuple[int, str, float | None]]) -> None:
+        """Record what was told to a search's sampler: ``(draw, state, value)`` with state
+        :data:`COMPLETE` (``value``: the mean validation metric over seeds) or :data:`FAIL`,
+        in one transaction; a draw told before keeps its first record."""
+        now = _now_iso()
+        with _guard(self.path, "record a search's results"), self._transaction():
+            self._db.executemany(
+                "UPDATE search_draws SET state = ?, value = ?, told_at = ? "
+                "WHERE search_id = ? AND draw = ? AND state IS NULL",
+                [(state, value, now, search_id, draw) for draw, state, value in tells],
+            )
+
+    def search_draws(self, search_id: str) -> list[dict[str, Any]]:
+        """A search's draws in order (JSON columns decoded); [] if none or no search tables."""
+        with _guard(self.path, "read a search"):
+            if not self._has_table("search_draws"):
+                return []
+            cursor = self._db.execute(
+                "SELECT * FROM search_draws WHERE search_id = ? ORDER BY draw", (search_id,)
+            )
+            return _decoded(cursor, _DRAW_JSON)
+
+    def searches(self) -> list[dict[str, Any]]:
+        """Every search in the store, each with its ``draws`` (in order); [] for a store
+        without the search tables."""
+        with _guard(self.path, "read the searches"):
+            if not self._has_table("searches"):
+                return []
+            searches = _decoded(
+                self._db.execute("SELECT * FROM searches ORDER BY created_at, search_id"),
+                _SEARCH_JSON,
+            )
+            draws: dict[str, list[dict[str, Any]]] = {}
+            cursor = self._db.execute("SELECT * FROM search_draws ORDER BY search_id, draw")
+            for draw in _decoded(cursor, _DRAW_JSON):
+                draws.setdefault(draw["search_id"], []).append(draw)
+        for search in searches:
+            search["draws"] = draws.get(search["search_id"], [])
+        return searches
+
     # -- reading --------------------------------------------------------------------------
 
     def _has_table(self, name: str) -> bool:
@@ -786,6 +920,21 @@ class ResultStore:
         """The meta table (application, schema_version, created_at, store_id)."""
         with _guard(self.path, "read it"):
             return dict(self._db.execute("SELECT key, value FROM meta").fetchall())
+
+    def outcomes(self, trial_ids: Iterable[str]) -> dict[str, tuple[str, float | None]]:
+        """trial id -> (status, val_metric) of those of ``trial_ids`` in the store."""
+        ids = list(dict.fromkeys(trial_ids))
+        found: dict[str, tuple[str, float | None]] = {}
+        with _guard(self.path, "read it"):
+            for start in range(0, len(ids), 500):  # under SQLite's limit on parameters
+                chunk = ids[start : start + 500]
+                cursor = self._db.execute(
+                    "SELECT trial_id, status, val_metric FROM trials WHERE trial_id IN "
+                    f"({', '.join('?' * len(chunk))})",
+                    chunk,
+                )
+                found.update((i, (status, val)) for i, status, val in cursor)
+        return found
 
     def statuses(self) -> dict[str, str]:
         """trial id -> status, for every row."""
@@ -887,6 +1036,17 @@ def _row(result: TrialResult, owner: str | None) -> dict[str, Any]:
         None,  # source
     )
     return dict(zip(_COLUMNS, values, strict=True))
+
+
+def _decoded(cursor: sqlite3.Cursor, json_columns: Sequence[str]) -> list[dict[str, Any]]:
+    names = [d[0] for d in cursor.description]
+    rows = []
+    for values in cursor:
+        row = dict(zip(names, values, strict=True))
+        for column in json_columns:
+            row[column] = json.loads(row[column])
+        rows.append(row)
+    return rows
 
 
 def _metrics_of_old_row(row: Mapping[str, Any]) -> dict[str, dict[str, float]]:

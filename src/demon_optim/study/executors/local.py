@@ -73,6 +73,25 @@ class LocalExecutor:
         self.workers_per_gpu = workers_per_gpu
         self.in_process = workers == 1 if in_process is None else in_process
         self.start_method = start_method
+        self._kept: list[_Worker] | None = None  # workers that outlive map_unordered (kept())
+
+    @contextlib.contextmanager
+    def kept(self) -> Iterator[None]:
+        """Keep the worker processes (and the data they loaded) between ``map_unordered``
+        calls inside the block, instead of starting new ones each time: a study that runs
+        in rounds (a search's batches) pays the start-up once. They end when it exits."""
+        if self._kept is not None:  # already inside
+            yield
+            return
+        self._kept = []
+        try:
+            yield
+        finally:
+            workers, self._kept = self._kept, None
+            for worker in workers:
+                worker.release()
+            for worker in workers:
+                worker.stop(wait=True)
 
     def gpu_of(self, slot: int) -> int | None:
         """The host GPU worker ``slot`` is pinned to (None: no GPUs, all visible)."""
@@ -102,9 +121,17 @@ class LocalExecutor:
     def _run_pool(self, specs: Iterable[TrialSpec]) -> Iterator[TrialResult]:
         todo = iter(specs)
         context = multiprocessing.get_context(self.start_method)
-        workers: list[_Worker] = []
+        kept = self._kept is not None
+        workers: list[_Worker] = self._kept if self._kept is not None else []
         finished = False
         try:
+            for worker in workers:  # kept from an earlier call, idle
+                if (spec := next(todo, None)) is None:
+                    break
+                if not worker.process.is_alive():
+                    with sigint_ignored():
+                        worker.restart(context)
+                worker.assign(spec)
             while len(workers) < self.workers and (spec := next(todo, None)) is not None:
                 with sigint_ignored():  # children inherit SIG_IGN across spawn's exec
                     workers.append(_Worker(context, self.gpu_of(len(workers))))
@@ -126,11 +153,15 @@ class LocalExecutor:
                         yield result
             finished = True
         finally:
-            if finished:  # all idle: ask every worker to exit, then wait for them together
+            if kept and finished:
+                pass  # all idle, kept for the next call (kept() ends them)
+            else:
+                if finished:  # all idle: ask every worker to exit, then wait for them together
+                    for worker in workers:
+                        worker.release()
                 for worker in workers:
-                    worker.release()
-            for worker in workers:
-                worker.stop(wait=finished)
+                    worker.stop(wait=finished)
+                workers.clear()  # a kept list too: the next call starts new workers
 
 
 class _Worker:

@@ -22,6 +22,7 @@ do, so its batches wait for each other.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import statistics
@@ -283,16 +284,18 @@ def run_with_searches(
     submitted: set[str] = set()
     total = RunReport(total=0, skipped=0)
     round_specs = [*specs, *coordinator.advance()]
-    while True:
-        todo = list(_unique(s for s in round_specs if s.trial_id not in submitted))
-        if not todo:
-            break
-        submitted.update(s.trial_id for s in todo)
-        report = run_study(todo, store, executor, progress=progress)
-        _add(total, report)
-        if report.interrupted:
-            break
-        round_specs = coordinator.advance()
+    kept = getattr(executor, "kept", None)  # local workers live through every round
+    with kept() if kept is not None else contextlib.nullcontext():
+        while True:
+            todo = list(_unique(s for s in round_specs if s.trial_id not in submitted))
+            if not todo:
+                break
+            submitted.update(s.trial_id for s in todo)
+            report = run_study(todo, store, executor, progress=progress)
+            _add(total, report)
+            if report.interrupted:
+                break
+            round_specs = coordinator.advance()
     total.total = len({s.trial_id for s in [*specs, *coordinator.specs()]})
     return total
 

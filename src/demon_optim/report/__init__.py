@@ -3,7 +3,8 @@
 Data flows one way: the report reads only the store (``load``), then computes per-setting
 tables (``tables``), the Top-1/Top-3 statistic (``topk``), robustness heatmaps
 (``heatmaps``), curves (``curves``), steps and training time to a validation target with the
-performance profiles built on them (``targets``, ``profiles``), and writes one
+performance profiles built on them (``targets``, ``profiles``), the tuning-budget curves and
+success rates of sampled methods (``budgets``, on the formulas of ``tuning``), and writes one
 self-contained HTML page plus Markdown, CSV and PNG/SVG files (``html``). ``external`` reads a
 published table instead of a store; ``imported`` shows published trials imported into the
 store, apart from the user's own. See ``docs/report.md``.
@@ -67,6 +68,27 @@ def _parse_time(text: str) -> datetime.datetime | None:
         return None
 
 
+def _sampled(data: StoreData, method: str, names: list[str]) -> str:
+    """A sampled method's values in the header: the range of each hyperparameter drawn,
+    and its searches (sampler, seed, batch, tuning budgets)."""
+    values = {n: [t.hyperparameters[n] for t in data.trials if t.method == method] for n in names}
+    parts = []
+    for name in names:
+        distinct = set(values[name])
+        numbers = [v for v in distinct if isinstance(v, int | float) and not isinstance(v, bool)]
+        if len(distinct) > 5 and len(numbers) == len(distinct):
+            parts.append(f"{name} {len(distinct)} values in [{min(numbers):g}, {max(numbers):g}]")
+        else:
+            parts.append(f"{name} {_values(distinct)}")
+    searches = "; ".join(
+        f"{len(s.draws)} configurations by {s.sampler} (seed {s.seed}, batches of {s.batch}, "
+        f"tuning budgets {', '.join(map(str, s.tuning_budgets))}) on {s.task}, {s.epochs} epochs"
+        for s in data.searches
+        if s.method == method
+    )
+    return " x ".join(parts) + f" ({searches})"
+
+
 def _header(data: StoreData) -> list[tuple[str, str]]:
     from demon_optim.report.imported import header_line
 
@@ -113,11 +135,15 @@ def _header(data: StoreData) -> list[tuple[str, str]]:
             ", ".join(m + (" (reference)" if by_method[m].reference else "") for m in methods),
         ),
     ]
+    sampled = {s.method: s for s in data.searches}
     for method in methods:
         names: list[str] = []
         for t in trials:
             if t.method == method:
                 names += [n for n in t.hyperparameters if n not in names]
+        if method in sampled:
+            header.append((f"sampled: {method}", _sampled(data, method, names)))
+            continue
         grid = " x ".join(
             f"{name} {_values(t.hyperparameters[name] for t in trials if t.method == method)}"
             for name in names
@@ -150,6 +176,7 @@ def store_content(
     """Compute every view of a store's report (no files written); ``targets``: validation
     targets by task, before those the trials recorded (:mod:`demon_optim.report.targets`)."""
     from demon_optim.report import (
+        budgets,
         curves,
         glue,
         heatmaps,
@@ -266,6 +293,33 @@ def store_content(
         )
         blocks["profiles"] = [targets_module.profile_table(shown)]
         notes["profiles"] = _PROFILES_NOTE
+    views = budgets.budget_views(data, settings, tolerance)  # only a store with searches
+    if views:
+        sections += ("budgets", "success")
+        for view in views:
+            figures.append(
+                html.render(
+                    budgets.draw(view),
+                    f"budgets_{view.setting.slug}",
+                    "budgets",
+                    f"Tuning budgets: {view.setting.name}",
+                    "Test metric of the best of the first k sampled configurations by "
+                    "validation (solid; the study's tuning budgets marked), the expected "
+                    "maximum of k configurations drawn from those sampled (dotted) and one "
+                    "standard deviation (shaded, within the values observed); diamonds: "
+                    "grid methods, at their number of configurations.",
+                )
+            )
+        blocks["budgets"] = [budgets.budget_table(view) for view in views]
+        blocks["success"] = [budgets.success_table(views)]
+        notes["budgets"] = _BUDGETS_NOTE
+        notes["success"] = (
+            "Per search, the fraction of its configurations whose test metric (mean over "
+            "seeds) is within the tolerance (--tolerance, as the heatmaps' band) of the best "
+            "configuration any search of the setting drew; a configuration with a diverged "
+            "or failed seed is outside. It describes the landscape each sampler saw, and "
+            "selects nothing."
+        )
     if not data.trials:  # imported results only: nothing of the user's to show
         sections = ()
     if published:
@@ -323,6 +377,23 @@ _PROFILES_NOTE = (
     "1/3 x the integral of rho_m over [1, 4]. Ties share the best time; a method that never "
     "reaches the target on a setting, or did not run it, has r = inf there. Ranked methods "
     "only (reference optimizers too with --rank-all)."
+)
+
+
+_BUDGETS_NOTE = (
+    'For a method whose configurations were sampled (search = "sample"), its N draws in '
+    "the order the sampler asked them. Best of the first k: the configuration with the best "
+    "mean validation metric over seeds among the first k (the earliest of ties), and its "
+    "test metric. Expected max (Dodge et al. 2019, 'Show your work'): with the N "
+    "configurations sorted by validation from worst to best, E = sum_i t_(i) [(i/N)^k - "
+    "((i-1)/N)^k], the test metric t expected of the best of k configurations drawn from "
+    "them with replacement, ± the standard deviation of that distribution. Over orderings: "
+    "the mean and standard deviation of the best of the first k over every order of the N "
+    "draws (without replacement; weights [C(i,k) - C(i-1,k)] / C(N,k)). Configurations with "
+    "a diverged or failed seed cannot be selected; P(none finished) is the chance that none "
+    "of k drawn could (with replacement / over orderings), and the means are given that "
+    "one could. Crowded Valley's one-shot (defaults) and small and large random-search "
+    "budgets are points of this view."
 )
 
 

@@ -9,6 +9,8 @@ Layout of the output directory::
     tables/<slug>.csv   one per setting (columns: demon_optim.report.tables.CSV_COLUMNS)
     targets/<slug>.csv  time to target per task x budget (demon_optim.report.targets)
     profiles.csv        the area under each method's performance profiles
+    budgets/<slug>.csv  best of k, expected maximum, spread over orderings per search
+    success.csv         the share of each search's configurations within the band
     figures/<slug>.png and .svg
     .demon-optim-report.json   the files this report wrote (demon_optim.report.output)
 
@@ -46,7 +48,7 @@ class Figure:
     """A rendered figure."""
 
     slug: str  # file stem under figures/
-    section: str  # "heatmaps", "curves", "samples", "profiles"
+    section: str  # "heatmaps", "curves", "samples", "profiles", "budgets"
     title: str
     caption: str
     png: bytes
@@ -124,6 +126,8 @@ _SECTION_TITLES = {
     "glue": "GLUE: task scores and their average",
     "targets": "Time to target: steps and training time to the validation target",
     "profiles": "Performance profiles: time to target across settings",
+    "budgets": "Tuning budgets: the best of k sampled configurations",
+    "success": "Success rate: sampled configurations within the band of the best",
     "imported": "Published results (imported)",
 }
 

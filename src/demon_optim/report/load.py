@@ -120,15 +120,47 @@ class Trial:
 
 
 @dataclass(frozen=True)
+class SearchDraw:
+    """One configuration a search drew: its place in the sequence, its trials (one per
+    seed) and what its sampler was told (``complete``, ``fail``; None: not yet)."""
+
+    draw: int
+    config: dict[str, Value]
+    trial_ids: tuple[str, ...]
+    state: str | None
+
+
+@dataclass(frozen=True)
+class SearchRecord:
+    """A search as the store recorded it: a sampled method on one setting, its draws in the
+    order the sampler asked them (:mod:`demon_optim.study.search`)."""
+
+    search_id: str
+    task: str
+    method: str
+    epochs: int
+    batch_size: int
+    token_budget: int | None
+    sampler: str
+    seed: int
+    batch: int
+    tuning_budgets: tuple[int, ...]
+    draws: tuple[SearchDraw, ...]
+    varies: tuple[str, ...] = ()  # the hyperparameters its space varies
+
+
+@dataclass(frozen=True)
 class StoreData:
     """Everything a report needs from one store: ``trials`` are the user's own (every
     view selects and ranks among them), ``imported`` the published results imported beside
-    them, kept apart (:mod:`demon_optim.report.imported` shows them)."""
+    them, kept apart (:mod:`demon_optim.report.imported` shows them), ``searches`` the
+    sampled methods' sequences of draws (:mod:`demon_optim.report.budgets` shows them)."""
 
     path: pathlib.Path
     meta: dict[str, str]
     trials: tuple[Trial, ...]
     imported: tuple[Trial, ...] = ()
+    searches: tuple[SearchRecord, ...] = ()
 
 
 def _trial(row: Mapping[str, Any], path: pathlib.Path) -> Trial:
@@ -190,9 +222,11 @@ def load_store(path: str | pathlib.Path, trial_ids: Iterable[str] | None = None)
     Imported trials (``origin`` set) go to :attr:`StoreData.imported`, never to ``trials``.
     """
     path = pathlib.Path(path)
+    wanted = None if trial_ids is None else set(trial_ids)
     with ResultStore(path, readonly=True) as store:
-        rows = store.rows(trial_ids)
+        rows = store.rows(wanted)
         meta = store.meta()
+        searches = _searches(store.searches(), wanted)
     every = [_trial(row, path) for row in rows]
     trials = tuple(t for t in every if not t.imported)
     imported = tuple(t for t in every if t.imported)
@@ -201,4 +235,51 @@ def load_store(path: str | pathlib.Path, trial_ids: Iterable[str] | None = None)
             f"store: '{path}' holds no trials; allowed: a store with results "
             "(run a study first: demon-optim run STUDY --store PATH)"
         )
-    return StoreData(path=path, meta=meta, trials=trials, imported=imported)
+    return StoreData(
+        path=path, meta=meta, trials=trials, imported=imported, searches=tuple(searches)
+    )
+
+
+def _searches(rows: Iterable[Mapping[str, Any]], wanted: set[str] | None) -> list[SearchRecord]:
+    """The store's searches; with ``wanted`` (a report of some trials), the draws whose
+    trials are all wanted (a study that ran fewer draws than the store holds: its own)."""
+    out = []
+    for row in rows:
+        draws = tuple(
+            SearchDraw(
+                draw=int(d["draw"]),
+                config={k: _value(v) for k, v in d["hyperparameters"].items()},
+                trial_ids=tuple(d["trial_ids"]),
+                state=d["state"],
+            )
+            for d in row["draws"]
+            if wanted is None or set(d["trial_ids"]) <= wanted
+        )
+        if wanted is not None and not draws:
+            continue
+        definition = row["definition"]
+        out.append(
+            SearchRecord(
+                search_id=row["search_id"],
+                task=row["task"],
+                method=row["method"],
+                epochs=int(row["epochs"]),
+                batch_size=int(row["batch_size"]),
+                token_budget=definition.get("token_budget"),
+                sampler=row["sampler"],
+                seed=int(row["search_seed"]),
+                batch=int(row["search_batch"]),
+                tuning_budgets=tuple(int(k) for k in row["tuning_budgets"]),
+                draws=draws,
+                varies=tuple(
+                    d["name"]
+                    for d in definition.get("space", ())
+                    if "kind" in d or len(d.get("choices", ())) > 1
+                ),
+            )
+        )
+    return out
+
+
+def _value(raw: object) -> Value:
+    return tuple(raw) if isinstance(raw, list) else raw  # type: ignore[return-value]

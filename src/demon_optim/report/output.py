@@ -34,14 +34,14 @@ from demon_optim.errors import ConfigError, EnvironmentFailure, invalid
 MANIFEST = ".demon-optim-report.json"
 """The file in a report folder listing the files the report wrote there."""
 STAGING_PREFIX = ".demon-optim-report-staging-"
-SUBFOLDERS = ("tables", "figures", "targets")
+SUBFOLDERS = ("tables", "figures", "targets", "budgets")
 LAST = "index.html"  # written last: its presence means the report is whole
 
 # A manifest entry the report may own: its own layout, one safe name per level (so a
 # tampered manifest cannot make it remove anything outside its own files).
 _OWNABLE = re.compile(
-    r"^(index\.html|report\.md|topk\.csv|glue\.csv|profiles\.csv"
-    r"|(tables|figures|targets)/[A-Za-z0-9][A-Za-z0-9._+-]*)$"
+    r"^(index\.html|report\.md|topk\.csv|glue\.csv|profiles\.csv|success\.csv"
+    r"|(tables|figures|targets|budgets)/[A-Za-z0-9][A-Za-z0-9._+-]*)$"
 )
 
 

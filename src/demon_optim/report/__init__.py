@@ -272,6 +272,11 @@ def store_content(
     goals = targets_module.resolve_targets(data, given)
     reaching = targets_module.target_settings(data, settings, goals)
     notes = _store_notes(maps, rank_all)
+    if data.searches:
+        notes["heatmaps"] += (
+            ' Sampled configurations (search = "sample") are not drawn here: they form no '
+            "grid; their band is the success rate below."
+        )
     # always shown, as the heatmaps are: without a target, its note says how to set one
     sections += ("targets",)
     notes["targets"] = _targets_note(goals)

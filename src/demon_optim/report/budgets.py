@@ -298,6 +298,17 @@ def _expected_text(found: tuning.Expected | None) -> str:
     return f"{number(found.mean)} ± {number(found.std)}"
 
 
+def _chance(expected: tuning.Expected, orderings: tuning.Expected) -> str:
+    """P(none finished), with replacement / over orderings: ``0``, ``< 0.001`` or 3 digits."""
+
+    def text(p: float) -> str:
+        return "0" if p == 0 else "< 0.001" if p < 1e-3 else f"{p:.3g}"
+
+    if expected.none == orderings.none == 0:
+        return "0"
+    return f"{text(expected.none)} / {text(orderings.none)}"
+
+
 def _csv_number(value: float | None) -> str:
     return "" if value is None else repr(float(value))
 
@@ -323,7 +334,6 @@ def budget_table(view: BudgetView) -> Table:
             best = curve.best(k, higher)
             expected = tuning.expected_max(curve.values, curve.outcomes, k, higher)
             orderings = tuning.over_orderings(curve.values, curve.outcomes, k, higher)
-            none = max(expected.none, orderings.none)
             rows.append(
                 (
                     curve.label,
@@ -333,7 +343,7 @@ def budget_table(view: BudgetView) -> Table:
                     "-" if best is None else format_config(best.config, curve.varies),
                     _expected_text(expected),
                     _expected_text(orderings),
-                    f"{expected.none:.3g} / {orderings.none:.3g}" if none > 0 else "0",
+                    _chance(expected, orderings),
                 )
             )
             classes.append("")

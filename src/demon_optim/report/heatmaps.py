@@ -173,10 +173,16 @@ def _panel_order(setting: Setting) -> list[str]:
 def heatmaps(
     data: StoreData, settings: Sequence[Setting], tolerance: Tolerance | None = None
 ) -> list[Heatmap]:
-    """One heatmap figure per setting that has a method with >= 2 lrs and >= 2 momenta."""
+    """One heatmap figure per setting that has a method with >= 2 lrs and >= 2 momenta.
+
+    The trials of sampled configurations (a search's draws) are left out: they are no grid,
+    and most cells of their lr x momentum product were never run (the success rate,
+    :mod:`demon_optim.report.budgets`, is their band)."""
+    drawn = {i for s in data.searches for d in s.draws for i in d.trial_ids}
     by_setting: dict[tuple, list[Trial]] = {}
     for trial in data.trials:
-        by_setting.setdefault(setting_key(trial), []).append(trial)
+        if trial.trial_id not in drawn:
+            by_setting.setdefault(setting_key(trial), []).append(trial)
     figures = []
     for setting in settings:
         trials = by_setting.get(setting.key, [])

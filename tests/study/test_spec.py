@@ -193,7 +193,7 @@ def test_presets() -> None:
     for name in preset_names():
         study = load_study(name)
         assert study.name == name
-        assert expand(study)
+        assert expand(study) or study.searches  # a sampled method's trials are drawn later
     quick = load_study("quick")
     assert set(quick.tasks) <= {"mnist1d-mlp", "mnist1d-cnn", "mnist1d-gru"}
     assert {"sgdm", "demon-sgdm", "adam", "demon-adam"} <= set(quick.methods)

@@ -149,6 +149,40 @@ lr = [1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2, 0.
 momentum = [0.7, 0.75, 0.8, 0.85, 0.9, 0.95]
 """
 
+BUDGETS_QUICK = """
+description = '''
+Tuning budgets on MNIST-1D (MLP, 30 epochs): SGDM, Demon SGDM, Adam and Demon Adam each
+sample 16 configurations (learning rate log-uniform, momentum uniform) by QMC, 2 seeds:
+128 trials, about 1.5 minutes with 2 workers on 2 idle cores. The report shows each
+method's test accuracy against the tuning budget (1, 4, 16 configurations), with the
+expected maximum and its spread, and the success rate.'''
+tasks = ["mnist1d-mlp"]
+methods = ["sgdm", "demon-sgdm", "adam", "demon-adam"]
+seeds = [0, 1]
+epochs = 30
+search = "sample"
+sampler = "qmc"
+tuning_budgets = [1, 4, 16]
+search_seed = 0
+
+[space.sgdm]
+lr = {low = 1e-3, high = 1.0, log = true}
+momentum = {low = 0.8, high = 0.99}
+
+[space.demon-sgdm]
+lr = {low = 1e-3, high = 1.0, log = true}
+momentum = {low = 0.8, high = 0.99}
+
+[space.adam]
+lr = {low = 1e-4, high = 3e-2, log = true}
+momentum = {low = 0.8, high = 0.99}
+
+# Undamped Demon Adam: about (1 - beta_init) times Adam's learning rates.
+[space.demon-adam]
+lr = {low = 1e-5, high = 3e-3, log = true}
+momentum = {low = 0.8, high = 0.99}
+"""
+
 PAPER_CPU = """
 description = '''
 The paper's protocol on its settings that run here (Fashion-MNIST CNN and VAE, PTB 2x200
@@ -387,6 +421,7 @@ _PRESETS = {
     "quick": QUICK,
     "mnist1d": MNIST1D,
     "robustness": ROBUSTNESS,
+    "budgets-quick": BUDGETS_QUICK,
     "paper-cpu": PAPER_CPU,
     "paper-capsnet-cpu": PAPER_CAPSNET_CPU,
     "paper-cluster": PAPER_CLUSTER,

@@ -375,3 +375,29 @@ def test_run_study_is_unchanged_for_grids(tmp_path) -> None:
     with ResultStore(tmp_path / "g.sqlite") as store:
         report = run_study(expand(study), store, Scripted())
         assert report.written == len(expand(study)) and store.searches() == []
+
+
+def test_the_documented_search_example_is_valid(tmp_path) -> None:
+    import pathlib
+    import re
+
+    from demon_optim.study.spec import load_study
+
+    docs = pathlib.Path(__file__).parents[2] / "docs" / "study.md"
+    section = docs.read_text().split("## Search: sampled configurations", 1)[1]
+    (tmp_path / "budgets.toml").write_text(re.search(r"```toml\n(.*?)```", section, re.S).group(1))
+    study = load_study(tmp_path / "budgets.toml")
+    assert set(study.searches) == {"sgdm", "demon-sgdm", "adam", "demon-adam"}
+    demon = {d.name: d for d in study.searches["demon-adam"].space.dimensions}
+    assert demon["weight_decay"].choices == (0.0, 1e-4) and demon["lr"].log
+    assert {s.method for s in expand(study)} == {"adam+lr-cosine"}
+
+
+def test_the_budgets_quick_preset() -> None:
+    from demon_optim.study.spec import load_study
+
+    study = load_study("budgets-quick")
+    assert expand(study) == [] and len(study.seeds) == 2 and study.epochs == (30,)
+    assert {m: (s.sampler, s.tuning_budgets) for m, s in study.searches.items()} == dict.fromkeys(
+        ["sgdm", "demon-sgdm", "adam", "demon-adam"], ("qmc", (1, 4, 16))
+    )

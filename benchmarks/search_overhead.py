@@ -81,7 +81,7 @@ def main() -> None:
             f"{args.study}: {len(plan(study))} searches, {len(specs)} trials of {args.epochs} "
             f"epochs, {args.workers} worker(s), {args.repeats} interleaved repetitions"
         )
-        a_times, b_times, own_times, pairs = [], [], [], []
+        a_times, b_times, own_times, pairs, gaps = [], [], [], [], []
         for r in range(args.repeats):
             order = ("A", "B") if r % 2 == 0 else ("B", "A")
             result = {}
@@ -97,10 +97,14 @@ def main() -> None:
             a_times.append(result["A"])
             b_times.append(result["B"])
             pairs.append(result["A"] / result["B"])
+            gaps.append(result["A"] - result["B"])
     a, b, own = statistics.median(a_times), statistics.median(b_times), statistics.median(own_times)
     print(f"sampled (A): median {a:.3f} s   fixed list (B): median {b:.3f} s")
     print(f"ratio A/B of the medians: {a / b:.4f}; median of the paired ratios: "
           f"{statistics.median(pairs):.4f} (goal < 1.02)")  # fmt: skip
+    print(f"median paired difference A - B: {statistics.median(gaps) * 1000:.0f} ms "
+          f"(quartiles {statistics.quantiles(gaps, n=4)[0] * 1000:.0f} to "
+          f"{statistics.quantiles(gaps, n=4)[2] * 1000:.0f} ms)")  # fmt: skip
     print(
         f"coordinator's own calls (ask, tell, record, checks): median {own * 1000:.1f} ms, "
         f"{100 * own / a:.2f} % of A; per trial {1000 * own / len(specs):.2f} ms"

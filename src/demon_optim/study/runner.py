@@ -193,9 +193,9 @@ def run(
         spec = dataclasses.replace(spec, device=devices.check_device("--device", device))
     if executor == "local":  # a Ray cluster's workers have devices the driver may not
         devices.require(spec.device, "--device" if device is not None else "device")
+    check_search(spec)  # Optuna, for a study that samples configurations
     check_data(spec)  # a missing data set stops the study here, before any training
     check_methods(spec)  # so does a method's missing package
-    check_search(spec)  # and Optuna, for a study that samples configurations
     specs = expand(spec)
     store_path = (
         pathlib.Path(store) if store is not None else pathlib.Path("runs") / f"{spec.name}.sqlite"

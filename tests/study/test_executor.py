@@ -52,6 +52,21 @@ def test_pool_and_in_process_give_the_same_numbers() -> None:
     assert multiprocessing.active_children() == []  # the pool is gone
 
 
+def test_kept_workers_outlive_each_call_and_end_with_the_block() -> None:
+    """A search runs in rounds: inside kept() its workers start once and serve every round."""
+    executor = LocalExecutor(2)
+    reference = metrics(LocalExecutor(1).map_unordered(specs(4)))
+    with executor.kept():
+        first = metrics(executor.map_unordered(specs(2)))
+        pids = sorted(w.process.pid for w in executor._kept)
+        assert all(w.process.is_alive() for w in executor._kept)
+        second = metrics(executor.map_unordered(specs(4)[2:]))
+        assert sorted(w.process.pid for w in executor._kept) == pids  # the same processes
+        kept = list(executor._kept)
+    assert {**first, **second} == reference
+    assert executor._kept is None and not any(w.process.is_alive() for w in kept)
+
+
 def test_a_killed_worker_fails_its_trial_and_the_rest_go_on() -> None:
     # One short trial, then long ones (about a second each): when the short one comes back,
     # both workers are early in a long trial, so killing either kills a running trial.

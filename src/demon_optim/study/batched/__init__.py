@@ -1,0 +1,1 @@
+"""Batched trials: M trials of a study trained as one stacked model (issue 18)."""

@@ -4,14 +4,19 @@ same M models one after another (demon_optim.study.batched.models).
 MNIST-1D shapes: inputs ``[B, 40]``, batch 100, 10 classes; the built-in models
 (MLP 40-100-100-10 residual, 15,210 parameters; ConvNet1D with 25 channels, 5,210;
 bidirectional GRU with hidden 6, 5,134). Each model gets its own batch; the loss is the
-sum of the models' mean cross-entropies, so each model's gradient is its own. One torch
+sum of the models' mean cross-entropies, so each model's gradient is its own (batched: one
+``F.cross_entropy`` over the ``[M, classes, B]`` view of the outputs). One torch
 thread by default. Every variant runs once per round, rounds interleaved (a noisy
 neighbour slows all alike); figures are medians over the rounds, per trial (time / M).
 
 Variants: ``one by one`` (the M torch models in turn, the baseline); the batched forms:
-MLP ``bmm``; CNN ``unfold`` (im2col + bmm), ``grouped`` (one grouped conv1d, models folded
-into channels) and ``vmap`` (torch.func over the torch model); GRU ``bmm`` (hand-written
-GRU, models x directions as the batch of each step's product).
+MLP ``bmm``; CNN ``shifted`` (each strided convolution as ceil(k / stride) products of
+row-shifted views, no window copies), ``unfold`` (im2col + bmm), ``mixed`` (unfold for the
+first layer, one input channel, shifted for the others: ``conv="auto"``), ``grouped`` (one
+grouped conv1d, the models folded into the channels) and ``vmap`` (torch.func over the
+torch model); GRU ``bmm`` (hand-written GRU, models x directions as the batch of each
+step's product); ``1 chunk``: the same form with all M models in one pass (by default,
+on the CPU, the models run in chunks whose largest activation fits a core's L2 cache).
 
 MLP floor: what a batched MLP step cannot go below on this machine, measured in the same
 run: the batched matrix products of its forward and backward passes alone
@@ -21,7 +26,10 @@ parameter, gradient and buffer, write parameter and buffer: 20 bytes per float32
 the memory bandwidth of a large tensor copy. The batched MLP's full step (forward,
 backward, one fused torch SGD-momentum step over the stacked parameters, standing in for
 the batched optimizer) is compared with it, and so is forward + backward with the
-products alone.
+products alone. The floor's products are measured interleaved with the batched steps only
+(beside the one-by-one baseline, thousands of small tensors that evict the caches, the
+batched step and the products both run 10-40 % slower than step after step, as in
+training), the bandwidth copy on its own (its 256 MiB evict everything).
 
     python benchmarks/batched_models.py                  # M in 16 64 128, all families
     python benchmarks/batched_models.py --models 64 --families cnn --rounds 30
@@ -32,6 +40,7 @@ from __future__ import annotations
 import argparse
 import copy
 import itertools
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -50,13 +59,16 @@ BUILDERS: dict[str, Callable[[], torch.nn.Module]] = {
 }
 # batched variants per family: name -> batch_models keyword arguments
 VARIANTS: dict[str, dict[str, dict[str, str]]] = {
-    "mlp": {"bmm": {}},
+    "mlp": {"bmm": {}, "bmm 1 chunk": {"chunk": "all"}},
     "cnn": {
+        "mixed": {"conv": "mixed"},
+        "mixed 1 chunk": {"conv": "mixed", "chunk": "all"},
+        "shifted": {"conv": "shifted"},
         "unfold": {"conv": "unfold"},
         "grouped": {"conv": "grouped"},
         "vmap": {"form": "generic"},
     },
-    "gru": {"bmm": {}},
+    "gru": {"bmm": {}, "bmm 1 chunk": {"chunk": "all"}},
 }
 BASELINE = "one by one"
 
@@ -76,7 +88,6 @@ def steps_for(family: str, size: int, batch: int) -> tuple[dict[str, Step], dict
     generator = torch.Generator().manual_seed(0)
     inputs = torch.randn(size, batch, LENGTH, generator=generator)
     targets = torch.randint(0, CLASSES, (size, batch), generator=generator)
-    flat_targets = targets.reshape(-1)
     models = build(family, size)
     fwd_bwd: dict[str, Step] = {}
     full: dict[str, Step] = {}
@@ -89,19 +100,24 @@ def steps_for(family: str, size: int, batch: int) -> tuple[dict[str, Step], dict
 
     fwd_bwd[BASELINE] = one_by_one
     for name, options in VARIANTS[family].items():
+        options = dict(options)
+        one_chunk = options.pop("chunk", None) == "all"
         batched = batch_models(copy.deepcopy(models), **options)
+        if one_chunk:  # all M models in one pass (the default chunks them on the CPU)
+            batched.models_per_chunk = size
         params = batched.stacked_parameters()
 
         def step(batched=batched, params=params) -> None:
             for p in params:
                 p.grad = None
-            outputs = batched(inputs)
-            # sum over models of each model's mean loss
-            loss = F.cross_entropy(outputs.reshape(size * batch, -1), flat_targets, reduction="sum")
+            outputs = batched(inputs)  # [M, B, classes]
+            # sum over models of each model's mean loss; classes as dim 1 ([M, classes, B],
+            # a view): log_softmax then runs along B, ~6x faster than over [M B, classes]
+            loss = F.cross_entropy(outputs.transpose(1, 2), targets, reduction="sum")
             (loss / batch).backward()
 
         fwd_bwd[name] = step
-        if family == "mlp":
+        if family == "mlp" and not one_chunk:
             optimizer = sgd(params)
 
             def full_step(step=step, optimizer=optimizer) -> None:
@@ -196,6 +212,10 @@ def report_floor(
         f"{floor / size * 1e3:.3f} ms/trial"
     )
     print(
+        f"  batched, measured beside the floor: forward + backward {fwd_bwd / size * 1e3:.3f} "
+        f"ms/trial, full step {full / size * 1e3:.3f} ms/trial"
+    )
+    print(
         f"  batched full step / floor: {full / floor:.2f}x; "
         f"forward + backward / products alone: {fwd_bwd / products:.2f}x"
     )
@@ -215,32 +235,45 @@ def main() -> None:
     if args.warmup < 1:
         parser.error(f"--warmup: got {args.warmup}; allowed: >= 1")
     torch.set_num_threads(args.threads)
+    load = os.getloadavg()
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), batch {args.batch}, "
-        f"float32; ratios are speed-ups (one by one time / variant time), same run"
+        f"float32; ratios are speed-ups (one by one time / variant time), same run; "
+        f"load average at the start {load[0]:.1f} on {os.cpu_count()} cores"
     )
     for family in args.families:
         for size in args.models:
             fwd_bwd, full = steps_for(family, size, args.batch)
-            if family == "mlp":
-                both = {**fwd_bwd, **{f"{k} +SGD": v for k, v in full.items()}}
-                both.update({f"floor {k}": v for k, v in floor_steps(size, args.batch).items()})
-                times = measure(both, args.rounds, args.warmup)
-                report_family(family, size, {k: times[k] for k in fwd_bwd}, "forward + backward")
-                report_family(
-                    family, size, {k: times[f"{k} +SGD"] for k in full}, "full step with SGD"
-                )
-                floor_times = {k: times[f"floor {k}"] for k in ("products", "copy")}
-                report_floor(
-                    size,
-                    floor_times,
-                    statistics.median(times["bmm"]),
-                    statistics.median(times["bmm +SGD"]),
-                )
-            else:
-                report_family(
-                    family, size, measure(fwd_bwd, args.rounds, args.warmup), "forward + backward"
-                )
+            report_family(
+                family, size, measure(fwd_bwd, args.rounds, args.warmup), "forward + backward"
+            )
+            if family != "mlp":
+                continue
+            report_family(family, size, measure(full, args.rounds, args.warmup), "full step, SGD")
+            # the floor is measured against the batched steps alone (interleaved with the
+            # one-by-one baseline, whose thousands of small tensors evict the caches, the
+            # batched step and the products run 10-40 % slower than they do step after
+            # step); the bandwidth copy on its own, since its 256 MiB evict everything
+            floor = floor_steps(size, args.batch)
+            against = {
+                "bmm": fwd_bwd["bmm"],
+                "bmm +SGD": full["bmm"],
+                "products": floor["products"],
+            }
+            times = measure(against, args.rounds, args.warmup)
+            times.update(measure({"copy": floor["copy"]}, args.rounds, args.warmup))
+            report_floor(
+                size,
+                {k: times[k] for k in ("products", "copy")},
+                statistics.median(times["bmm"]),
+                statistics.median(times["bmm +SGD"]),
+            )
+    load = os.getloadavg()
+    print(
+        f"\nload average at the end: {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} on "
+        f"{os.cpu_count()} cores (other processes share this machine: figures vary between "
+        "runs by 10-30 %; the ratios, measured interleaved, vary less)"
+    )
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from demon_optim.errors import ConfigError
+from demon_optim.study.batched import layers
 from demon_optim.study.batched import models as batched_models
 from demon_optim.study.batched.models import (
     BatchedConvNet1D,
@@ -39,6 +40,13 @@ DEDICATED: dict[str, tuple[Callable[[], nn.Module], dict, type, int]] = {
         LENGTH,
     ),
     "cnn-unfold": (lambda: ConvNet1D(LENGTH, 25, 10), {"conv": "unfold"}, BatchedConvNet1D, LENGTH),
+    "cnn-mixed": (lambda: ConvNet1D(LENGTH, 25, 10), {"conv": "mixed"}, BatchedConvNet1D, LENGTH),
+    "cnn-shifted": (
+        lambda: ConvNet1D(LENGTH, 25, 10),
+        {"conv": "shifted"},
+        BatchedConvNet1D,
+        LENGTH,
+    ),
     "cnn-grouped": (
         lambda: ConvNet1D(LENGTH, 25, 10),
         {"conv": "grouped"},
@@ -46,6 +54,12 @@ DEDICATED: dict[str, tuple[Callable[[], nn.Module], dict, type, int]] = {
         LENGTH,
     ),
     "cnn-odd-length": (lambda: ConvNet1D(23, 4, 3), {"conv": "unfold"}, BatchedConvNet1D, 23),
+    "cnn-odd-length-shifted": (
+        lambda: ConvNet1D(23, 4, 3),
+        {"conv": "shifted"},
+        BatchedConvNet1D,
+        23,
+    ),
     "gru-bidirectional": (lambda: GRUClassifier(LENGTH, 6, 10), {}, BatchedGRUClassifier, LENGTH),
     "gru-one-way": (
         lambda: GRUClassifier(LENGTH, 6, 10, bidirectional=False),
@@ -95,7 +109,7 @@ def inputs_for(length: int, dtype: torch.dtype, device: str = "cpu") -> torch.Te
 
 
 def compare(
-    name: str, dtype: torch.dtype, training: bool, device: str = "cpu"
+    name: str, dtype: torch.dtype, training: bool, device: str = "cpu", chunk: int | None = None
 ) -> tuple[nn.Module, list[nn.Module]]:
     """Outputs and per-model gradients of the batched form against the models alone."""
     builder, options, form, length = DEDICATED[name]
@@ -103,6 +117,7 @@ def compare(
     alone = copy.deepcopy(models)
     batched = batch_models(models, **options)
     assert type(batched) is form
+    batched.models_per_chunk = chunk
     batched.train(training)
     for model in alone:
         model.train(training)
@@ -131,6 +146,27 @@ def test_each_form_equals_the_models_alone(name: str, dtype: torch.dtype) -> Non
     compare(name, dtype, training=True)
 
 
+@pytest.mark.parametrize(
+    "name", [n for n, case in DEDICATED.items() if case[2] is not FunctionalBatchedModel]
+)
+def test_chunks_of_models_equal_one_pass(name: str) -> None:
+    """M = 3 in chunks of 2 and 1: the same outputs and each model's own gradients."""
+    compare(name, torch.float64, training=True, chunk=2)
+
+
+def test_chunk_size_on_the_cpu_keeps_the_largest_activation_in_cache() -> None:
+    batched = batch_models(seeded(lambda: ConvNet1D(LENGTH, 25, 10), 64))
+    x = torch.zeros(64, 100, LENGTH)
+    # layer 1: 19 steps x 25 channels x 100 examples x 4 bytes = 190,000 bytes per model
+    most = batched_models.CHUNK_BYTES // 190_000
+    assert most > 1
+    chunk = batched._chunk(x)
+    assert chunk <= most and -(-64 // chunk) == -(-64 // most)
+    assert batched._chunk(x[:, :4]) == 64  # 4 examples a model: all in one chunk
+    batched.models_per_chunk = 64
+    assert batched._chunk(x) == 64
+
+
 @pytest.mark.parametrize("name", ["mlp-mnist1d", "cnn-unfold", "cnn-grouped", "gru-bidirectional"])
 def test_eval_mode_equals_the_models_alone(name: str) -> None:
     compare(name, torch.float64, training=False)
@@ -140,6 +176,35 @@ def test_eval_mode_equals_the_models_alone(name: str) -> None:
 @pytest.mark.parametrize("name", ["mlp-mnist1d", "cnn-unfold", "gru-bidirectional"])
 def test_forms_on_each_device(name: str, device: str) -> None:
     compare(name, torch.float32, training=True, device=device)
+
+
+@pytest.mark.parametrize("conv", [layers.conv1d_shifted, layers.conv1d_unfold])
+@pytest.mark.parametrize(
+    ("length", "kernel", "stride", "padding"),
+    [(40, 5, 2, 1), (19, 3, 2, 1), (10, 3, 2, 0), (11, 2, 3, 1), (9, 4, 1, 2), (12, 3, 3, 0)],
+)
+def test_batched_conv1d_equals_torch_conv1d(conv, length, kernel, stride, padding) -> None:
+    """Each model's output and gradients as F.conv1d's, for strides below, at and above
+    the kernel and signals whose tail no window reads."""
+    generator = torch.Generator().manual_seed(length + kernel)
+    options = {"generator": generator, "dtype": torch.float64}
+    x = torch.randn(M, B, length, 3, **options)
+    weight = torch.randn(M, 4, 3, kernel, **options, requires_grad=True)
+    bias = torch.randn(M, 4, **options, requires_grad=True)
+    xs = x.clone().requires_grad_()
+    out = conv(xs, weight, bias, stride, padding, relu=True)
+    upstream = torch.randn(out.shape, **options)
+    (out * upstream).sum().backward()
+    for m in range(M):
+        xm = x[m].transpose(1, 2).clone().requires_grad_()  # [B, C, L]
+        wm, bm = weight[m].detach().requires_grad_(), bias[m].detach().requires_grad_()
+        expected = torch.relu(F.conv1d(xm, wm, bm, stride=stride, padding=padding))
+        (expected * upstream[m].transpose(1, 2)).sum().backward()
+        rel = TOLERANCE[torch.float64]
+        assert_close(out[m].transpose(1, 2).detach(), expected.detach(), rel, "output")
+        assert_close(weight.grad[m], wm.grad, rel, "weight gradient")
+        assert_close(bias.grad[m], bm.grad, rel, "bias gradient")
+        assert_close(xs.grad[m].transpose(1, 2), xm.grad, rel, "input gradient")
 
 
 def test_initial_weights_are_each_models_own_bit_for_bit() -> None:

@@ -148,9 +148,15 @@ class _Conv1d(torch.autograd.Function):
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         columns, matrix, activation = ctx.saved_tensors
         length, channels, kernel, stride, padding, steps, relu, has_bias = ctx.geometry
-        models, batch = grad.shape[:2]
-        grad = grad.to(matrix.dtype).reshape(models, batch * steps, -1)
-        grad_z = torch.ops.aten.threshold_backward(grad, activation, 0) if relu else grad
+        models, batch, _, out_channels = grad.shape
+        grad = grad.to(matrix.dtype)
+        if relu:  # into a contiguous tensor: the gradient may come as a strided view
+            grad_z = grad.new_empty(models, batch * steps, out_channels)
+            torch.ops.aten.threshold_backward.grad_input(
+                grad, activation.view(grad.shape), 0, grad_input=grad_z.view(grad.shape)
+            )
+        else:
+            grad_z = grad.reshape(models, batch * steps, out_channels)
         grad_inputs = grad_weight = grad_bias = None
         if ctx.needs_input_grad[0]:
             grad_columns = torch.bmm(grad_z, matrix).view(models, batch, steps, kernel, channels)
@@ -218,6 +224,161 @@ def conv1d_unfold(
     (``dz W``) added back into place, one strided add per kernel tap.
     """
     return _Conv1d.apply(inputs, weight, bias, stride, padding, relu)
+
+
+class _Conv1dShifted(torch.autograd.Function):
+    """Strided convolution as shifted products over the signal viewed in rows of
+    ``stride`` steps, channels last, with an optional ReLU (see :func:`conv1d_shifted`)."""
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        inputs: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        stride: int,
+        padding: int,
+        relu: bool,
+    ) -> torch.Tensor:
+        inputs, weight, bias = _autocast(inputs, weight, bias)
+        models, batch, length, channels = inputs.shape
+        out_channels, kernel = weight.shape[1], weight.shape[3]
+        steps = (length + 2 * padding - kernel) // stride + 1
+        groups = -(-kernel // stride)  # taps in rows of `stride`: ceil(k / stride) rows
+        rows = steps + groups - 1  # rows per example: its windows' reach
+        used = min(length, stride * rows - padding)  # steps beyond every window: unread
+        width = stride * channels
+        with torch.autocast(_device_type(inputs), enabled=False):
+            # the zero-padded signal, [M, B, stride rows, C], read as [M, B rows, stride C],
+            # plus (groups - 1) zero rows after the last example so that every output row
+            # can be computed (the products then write whole contiguous tensors: torch's
+            # in-place baddbmm_ into a slice loops over the M matrices one by one)
+            total = batch * rows
+            buffer = inputs.new_empty(models, total + groups - 1, width)
+            buffer[:, total:].zero_()
+            signal = buffer[:, :total].view(models, batch, stride * rows, channels)
+            signal[:, :, :padding].zero_()
+            signal[:, :, padding + used :].zero_()
+            signal[:, :, padding : padding + used] = inputs[:, :, :used]
+            # output row r = b rows + t: sum over g of input row r + g times tap group g;
+            # the last (groups - 1) rows of each example are junk (they read the next one)
+            out = None
+            for g, block in enumerate(_tap_blocks(weight, stride)):
+                source = buffer[:, g : g + total, : block.shape[1]]
+                if out is not None:
+                    out.baddbmm_(source, block)
+                elif bias is None:
+                    out = torch.bmm(source, block)
+                else:
+                    out = torch.baddbmm(bias.unsqueeze(1), source, block)
+            assert out is not None
+            if relu:
+                out.relu_()
+        ctx.save_for_backward(buffer, weight, out if relu else None)
+        ctx.geometry = (length, used, stride, padding, steps, rows, relu, bias is not None)
+        return out.view(models, batch, rows, out_channels)[:, :, :steps]
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        buffer, weight, activation = ctx.saved_tensors
+        length, used, stride, padding, steps, rows, relu, has_bias = ctx.geometry
+        models, batch, _, out_channels = grad.shape
+        channels = weight.shape[2]
+        width = stride * channels
+        total = batch * rows
+        blocks = _tap_blocks(weight.to(buffer.dtype), stride)
+        grad = grad.to(buffer.dtype)
+        # dL/d(pre-activation) in the output's row layout, zero on the junk rows
+        grad_z = grad.new_empty(models, batch, rows, out_channels)
+        grad_z[:, :, steps:].zero_()
+        if relu:
+            valid = activation.view(models, batch, rows, out_channels)[:, :, :steps]
+            torch.ops.aten.threshold_backward.grad_input(
+                grad, valid, 0, grad_input=grad_z[:, :, :steps]
+            )
+        else:
+            grad_z[:, :, :steps] = grad
+        grad_z = grad_z.view(models, total, out_channels)
+        grad_inputs = grad_weight = grad_bias = None
+        if ctx.needs_input_grad[1]:
+            grad_weight = weight.new_empty(weight.shape, dtype=buffer.dtype)
+            for g, block in enumerate(blocks):
+                taps = block.shape[1] // channels
+                source = buffer[:, g : g + total, : block.shape[1]]
+                grad_block = torch.bmm(source.transpose(1, 2), grad_z)  # [M, taps C, O]
+                grad_weight[:, :, :, g * stride : g * stride + taps] = grad_block.view(
+                    models, taps, channels, out_channels
+                ).permute(0, 3, 2, 1)
+        if has_bias and ctx.needs_input_grad[2]:
+            grad_bias = grad_z.sum(dim=1)
+        if ctx.needs_input_grad[0]:
+            # dX[r + g] += dz[r] V_g^T; the extra zero rows past the last example need none
+            # V_g^T as contiguous matrices: bmm with a transposed small operand of these
+            # shapes takes torch's slow path (ten times the time)
+            transposed = [block.transpose(1, 2).contiguous() for block in blocks]
+            grad_flat = torch.bmm(grad_z, transposed[0])  # [M, B rows, taps C]
+            if grad_flat.shape[2] < width:  # kernel < stride: steps no window reads
+                grad_flat = torch.cat(
+                    [grad_flat, grad_flat.new_zeros(models, total, width - grad_flat.shape[2])],
+                    dim=2,
+                )
+            for g, block in enumerate(transposed[1:], start=1):
+                shifted = torch.bmm(grad_z[:, : total - g], block)
+                grad_flat[:, g:, : block.shape[2]] += shifted
+            grad_signal = grad_flat.view(models, batch, stride * rows, channels)
+            grad_inputs = grad_signal[:, :, padding : padding + used]
+            if used < length:  # the unread tail: zero gradient
+                grad_inputs = torch.cat(
+                    [grad_inputs, grad_inputs.new_zeros(models, batch, length - used, channels)],
+                    dim=2,
+                )
+        return grad_inputs, grad_weight, grad_bias, None, None, None
+
+
+def _tap_blocks(weight: torch.Tensor, stride: int) -> list[torch.Tensor]:
+    """``W [M, O, C, k]`` cut into groups of ``stride`` taps, each ``[M, taps C, O]`` in the
+    input rows' (tap, channel) order (copies of the small weights)."""
+    models, out_channels, _, kernel = weight.shape
+    blocks = []
+    for first in range(0, kernel, stride):
+        taps = weight[:, :, :, first : first + stride]
+        # contiguous: torch's batched products loop over the M matrices for some strides
+        blocks.append(taps.permute(0, 3, 2, 1).reshape(models, -1, out_channels).contiguous())
+    return blocks
+
+
+def conv1d_shifted(
+    inputs: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    stride: int,
+    padding: int,
+    *,
+    relu: bool = False,
+) -> torch.Tensor:
+    """``nn.Conv1d`` (zero padding, dilation 1, one group) of every model as
+    ``ceil(k / stride)`` shifted products, no window copies; then ``relu`` (optional).
+
+    ``inputs`` ``[M, B, L, C_in]`` (channels last, any strides), ``weight``
+    ``[M, C_out, C_in, k]``, ``bias`` ``[M, C_out]``; returns ``[M, B, L', C_out]``
+    (a strided view: each example's rows carry ``ceil(k / stride) - 1`` junk rows after
+    its ``L'`` steps), ``L' = (L + 2 padding - k) // stride + 1``.
+
+    The zero-padded signal is stored in rows of ``stride`` steps: ``X[b, r] = x[b, stride r
+    .. stride r + stride - 1]`` (one row of ``stride C_in`` values). Window t reads steps
+    ``stride t .. stride t + k - 1``: rows ``t .. t + G - 1``, ``G = ceil(k / stride)``, so
+
+        y[b, t] = b + sum_{g < G} X[b, t + g] V_g
+
+    with ``V_g`` the taps ``g stride .. g stride + stride - 1`` of W as a
+    ``[stride C_in, C_out]`` matrix (the last group's missing taps cut off, not multiplied
+    by zero). With all examples' rows in one ``[B rows, stride C_in]`` matrix, each term is
+    one product of a row-shifted view: an output row that would read the next example's
+    rows is one of the junk rows, never used (its gradient is zero). Backward: the same
+    shifted views, ``dV_g = X_g^T dz`` and ``dX_g += dz V_g^T``.
+    """
+    return _Conv1dShifted.apply(inputs, weight, bias, stride, padding, relu)
 
 
 def conv1d_grouped(

@@ -19,13 +19,23 @@ the generic form):
 
 - ``MLP`` (study/models/small.py, residual or not): every linear layer is one ``baddbmm``
   over the M models (:func:`~demon_optim.study.batched.layers.linear`).
-- ``ConvNet1D``: the convolutions either as im2col + ``baddbmm`` (``conv="unfold"``) or as
-  one grouped convolution with the model axis folded into the channels
-  (``conv="grouped"``); ``"auto"`` is the one measured faster (benchmarks/batched_models.py:
-  unfold, on the CPU, at every M measured).
+- ``ConvNet1D``: each convolution as batched products with the model axis as the batch,
+  channels last: im2col + one ``baddbmm`` (``conv="unfold"``), ``ceil(k / stride)``
+  products of row-shifted views with no window copy (``"shifted"``), the cheaper of the
+  two per layer (``"mixed"``, what ``"auto"`` picks), or one grouped convolution with the
+  models folded into the channels (``"grouped"``). Measured (benchmarks/batched_models.py,
+  one CPU thread, batch 100, M = 16 / 64 / 128, forward + backward per trial against the
+  models one by one): mixed 2.0 / 2.1 / 2.1x, unfold 2.0 / 2.0 / 2.1x, shifted 2.0 / 1.9 /
+  2.0x, grouped 1.1 / 1.2 / 1.2x, torch.func vmap 1.1 / 1.0 / 1.0x.
 - ``GRUClassifier``: a hand-written GRU whose M models and two directions are the batch of
-  one ``baddbmm`` per time step, with ``nn.GRU``'s gates
-  (:func:`~demon_optim.study.batched.layers.gru_layer`).
+  one ``baddbmm`` per time step, with ``nn.GRU``'s gates and a hand-written
+  backpropagation through time (:func:`~demon_optim.study.batched.layers.gru_layer`).
+
+The dedicated forms write their backward passes out (autograd Functions): autograd's own
+for these small layers (weight gradients of transposed products copied, ``unfold``'s
+scatter, a graph of 40 GRU steps of a dozen kernels each) costs more than the arithmetic.
+On the CPU they run the models in chunks whose largest activation fits in cache
+(:attr:`BatchedModel.models_per_chunk`).
 - any other architecture: ``torch.func`` (``functional_call`` of the model over the
   stacked parameters and buffers under ``vmap(randomness="different")``). BatchNorm keeps
   per-model running statistics (the stacked buffers, updated in place in train mode);
@@ -56,10 +66,13 @@ from demon_optim.study.batched import layers
 from demon_optim.study.models import MLP, ConvNet1D, GRUClassifier
 
 FORMS = ("auto", "generic")
-CONVS = ("auto", "unfold", "grouped")
-# the ConvNet1D form "auto" picks (benchmarks/batched_models.py, one CPU thread, batch 100:
-# unfold 1.4-2.0x faster than the grouped convolution at M = 16, 64 and 128)
-AUTO_CONV = "unfold"
+CONVS = ("auto", "mixed", "shifted", "unfold", "grouped")
+# the ConvNet1D form "auto" picks: at or near the fastest at every M measured, with chunks
+# or without (the module docstring's figures; a GPU is unmeasured)
+AUTO_CONV = "mixed"
+# what one chunk of models' largest activation may take on the CPU: twice a core's L2 on
+# the project machine (the activation and what is computed from it stay in cache)
+CHUNK_BYTES = 4 * 2**20
 
 
 class NotBatchable(Exception):
@@ -147,7 +160,43 @@ class BatchedModel(nn.Module):
             # (nn.GRU's _flat_weights)
             setattr(module, key, view)
 
-    def forward(self, inputs: torch.Tensor) -> Any:  # pragma: no cover - abstract
+    def forward(self, inputs: torch.Tensor) -> Any:
+        """Outputs ``[M, B, ...]`` for inputs ``[M, B, ...]``: the form's computation, on
+        the CPU in chunks of models whose largest activation fits a core's cache (see
+        :attr:`models_per_chunk`)."""
+        chunk = self._chunk(inputs)
+        if chunk >= self.size:
+            return self._compute(list(self.stacked), inputs)
+        # split (not sliced): backward joins the chunks' gradients in one copy per tensor
+        parts = [torch.split(p, chunk) for p in self.stacked]
+        outputs = [
+            self._compute([part[k] for part in parts], inputs[start : start + chunk])
+            for k, start in enumerate(range(0, self.size, chunk))
+        ]
+        return torch.cat(outputs)
+
+    #: Models per chunk of :meth:`forward`; None: automatic, on the CPU as many as keep the
+    #: largest activation within :data:`CHUNK_BYTES` (batch 100: ConvNet1D 22, MLP 104,
+    #: GRUClassifier 145; benchmarks/batched_models.py: the CNN ~1.15x faster at M = 64
+    #: and 128 than in one chunk), elsewhere all M (a GPU wants the largest products).
+    models_per_chunk: int | None = None
+
+    def _chunk(self, inputs: torch.Tensor) -> int:
+        if self.models_per_chunk is not None:
+            return max(1, self.models_per_chunk)
+        if inputs.device.type != "cpu":
+            return self.size
+        per_model = self._activation_values(inputs) * inputs.element_size()
+        most = max(1, CHUNK_BYTES // max(1, per_model))
+        chunks = -(-self.size // most)
+        return -(-self.size // chunks)  # equal chunks: 64 models at most 52 -> 2 x 32
+
+    def _activation_values(self, inputs: torch.Tensor) -> int:
+        """Values of one model's largest activation for these inputs ``[M, B, ...]``."""
+        raise NotImplementedError
+
+    def _compute(self, stacked: Sequence[torch.Tensor], inputs: torch.Tensor) -> Any:
+        """The form's forward pass over stacked tensors (all M models or one chunk)."""
         raise NotImplementedError
 
 
@@ -169,9 +218,12 @@ class BatchedMLP(BatchedModel):
         self._out = (index["out.weight"], index["out.bias"])
         self._residual = first.residual
 
-    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+    def _activation_values(self, inputs: torch.Tensor) -> int:
+        widths = [self.stacked[weight].shape[1] for weight, _ in self._hidden]
+        return inputs.shape[1] * max(widths)
+
+    def _compute(self, stacked: Sequence[torch.Tensor], inputs: torch.Tensor) -> torch.Tensor:
         """Logits ``[M, B, out]`` for inputs ``[M, B, *]`` (flattened per example)."""
-        stacked = self.stacked
         h = inputs.flatten(start_dim=2)
         for k, (weight, bias) in enumerate(self._hidden):
             residual = self._residual and k > 0 and stacked[weight].shape[1] == h.shape[-1]
@@ -184,9 +236,18 @@ class BatchedConvNet1D(BatchedModel):
     """:class:`~demon_optim.study.models.ConvNet1D` x M: three strided convolutions with
     ReLU, then the linear classifier as one ``baddbmm``.
 
-    ``conv="unfold"``: every convolution im2col + ``baddbmm``, channels last;
-    ``conv="grouped"``: one grouped ``conv1d`` per layer, the models folded into the
-    channels (``[B, M C, L]``).
+    ``conv`` says how the convolutions are computed:
+
+    - ``"shifted"``: ``ceil(k / stride)`` products of row-shifted views of the signal
+      (:func:`~demon_optim.study.batched.layers.conv1d_shifted`), channels last;
+    - ``"unfold"``: im2col + one ``baddbmm``
+      (:func:`~demon_optim.study.batched.layers.conv1d_unfold`), channels last;
+    - ``"mixed"``: per layer, unfold where its windows (``k C_in`` values per output step)
+      are no larger than its output (``C_out``), so the window copy costs less than the
+      repeated accumulation of the output the shifted products need; shifted elsewhere
+      (ConvNet1D: unfold for the first layer, one input channel, shifted for the others);
+    - ``"grouped"``: one grouped ``conv1d`` per layer, the models folded into the channels
+      (``[B, M C, L]``).
     """
 
     def __init__(self, models: Sequence[ConvNet1D], conv: str) -> None:
@@ -196,18 +257,30 @@ class BatchedConvNet1D(BatchedModel):
         self._convs = []
         for name in ("conv1", "conv2", "conv3"):
             module = getattr(first, name)
-            (stride,), (padding,) = module.stride, module.padding
-            self._convs.append((index[f"{name}.weight"], index[f"{name}.bias"], stride, padding))
+            (stride,), (padding,), (kernel,) = module.stride, module.padding, module.kernel_size
+            unfold = conv == "unfold" or (
+                conv == "mixed" and kernel * module.in_channels <= module.out_channels
+            )
+            function = layers.conv1d_unfold if unfold else layers.conv1d_shifted
+            weight, bias = index[f"{name}.weight"], index[f"{name}.bias"]
+            self._convs.append((weight, bias, stride, padding, function))
         self._linear = (index["linear.weight"], index["linear.bias"])
         self.conv = conv
 
-    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+    def _activation_values(self, inputs: torch.Tensor) -> int:
+        steps, largest = inputs[0, 0].numel(), 0
+        for weight, _, stride, padding, _ in self._convs:
+            out_channels, _, kernel = self.stacked[weight].shape[1:]
+            steps = (steps + 2 * padding - kernel) // stride + 1
+            largest = max(largest, steps * out_channels)
+        return inputs.shape[1] * largest
+
+    def _compute(self, stacked: Sequence[torch.Tensor], inputs: torch.Tensor) -> torch.Tensor:
         """Logits ``[M, B, classes]`` for signals ``[M, B, length]``."""
         models, batch = inputs.shape[:2]
-        stacked = self.stacked
         if self.conv == "grouped":
             h = inputs.reshape(models, batch, -1).transpose(0, 1)  # [B, M x 1 channel, L]
-            for weight, bias, stride, padding in self._convs:
+            for weight, bias, stride, padding, _ in self._convs:
                 h = torch.relu_(
                     layers.conv1d_grouped(h, stacked[weight], stacked[bias], stride, padding)
                 )
@@ -216,8 +289,8 @@ class BatchedConvNet1D(BatchedModel):
             weight, bias = self._linear
             return layers.linear(features, stacked[weight], stacked[bias])
         h = inputs.reshape(models, batch, -1, 1)  # [M, B, L, 1 channel], channels last
-        for weight, bias, stride, padding in self._convs:
-            h = layers.conv1d_unfold(h, stacked[weight], stacked[bias], stride, padding, relu=True)
+        for weight, bias, stride, padding, conv in self._convs:
+            h = conv(h, stacked[weight], stacked[bias], stride, padding, relu=True)
         # channels last: features in (step, channel) order; the classifier's weights, in
         # torch's (channel, step) order, are permuted to match (a copy of the small weights)
         steps, channels = h.shape[2], h.shape[3]
@@ -257,10 +330,14 @@ class BatchedGRUClassifier(BatchedModel):
         self._linear = (index["linear.weight"], index["linear.bias"])
         self.hidden_size = gru.hidden_size
 
-    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+    def _activation_values(self, inputs: torch.Tensor) -> int:
+        # what a step works on: its gates, [directions, 3H, B] (the states of all steps
+        # are written once and read once: chunking the models only adds kernel launches)
+        return inputs.shape[1] * 3 * self.hidden_size * len(self._directions)
+
+    def _compute(self, stacked: Sequence[torch.Tensor], inputs: torch.Tensor) -> torch.Tensor:
         """Logits ``[M, B, classes]`` for signals ``[M, B, length]``."""
         models, batch = inputs.shape[:2]
-        stacked = self.stacked
         x = inputs.reshape(models, batch, -1).transpose(1, 2).unsqueeze(1)  # [M, 1, T, B]
         steps, directions = x.shape[2], len(self._directions)
         sequences = [x, x.flip(2)][:directions]  # the reverse direction reads it backwards
@@ -378,8 +455,9 @@ def batch_models(
             a refusal raises now rather than at the first training step.
         form: ``"auto"`` (the dedicated form of a built-in MNIST-1D model, else generic) or
             ``"generic"`` (always ``torch.func``; for comparisons).
-        conv: ``ConvNet1D`` only: ``"unfold"`` (im2col + bmm), ``"grouped"`` (one grouped
-            convolution) or ``"auto"`` (the faster one measured: unfold).
+        conv: ``ConvNet1D`` only: ``"unfold"`` (im2col + bmm), ``"shifted"`` (row-shifted
+            products), ``"mixed"`` (per layer the cheaper of those two), ``"grouped"``
+            (one grouped convolution) or ``"auto"`` (the fastest measured: mixed).
 
     Raises:
         NotBatchable: with the reason, when the models cannot be one batched model.

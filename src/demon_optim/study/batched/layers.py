@@ -8,11 +8,15 @@ module they came from (``[M, *param.shape]``), so that model m's weights are the
 slice ``stacked[m]``; any other layout a product needs is a view, or a copy of the small
 weights made in the forward pass, never of the stored parameters.
 
-:func:`linear` and :func:`conv1d_unfold` are autograd Functions with hand-written backward
-passes: autograd's own (``baddbmm`` with a transposed weight, ``unfold``) costs a copy of
-every weight gradient and a slow scatter for the unfolded windows, which on these small
-models takes more time than the products themselves. The backward formulas are the
-standard ones (below); ReLU's is torch's own ``threshold_backward`` on its output.
+:func:`linear`, :func:`conv1d_unfold`, :func:`conv1d_shifted` and :func:`gru_layer` are
+autograd Functions with hand-written backward passes: autograd's own (``baddbmm`` with a
+transposed weight, ``unfold``, a GRU step of a dozen sliced kernels) costs a copy of every
+weight gradient, a slow scatter for the unfolded windows, a full-size gradient per sliced
+gate, which on these small models takes more time than the products themselves. The
+backward formulas are the standard ones (in each docstring); ReLU's is torch's own
+``threshold_backward`` on its output. Small operands are made contiguous before a product:
+torch's CPU ``bmm`` of some strided or transposed small matrices takes a per-matrix slow
+path about ten times slower.
 
 Under autocast (bf16 / fp16 trials) the Functions cast their inputs to the autocast dtype
 once and run in it, forward and backward, as autocast would run their products; the

@@ -24,9 +24,9 @@ the generic form):
   products of row-shifted views with no window copy (``"shifted"``), the cheaper of the
   two per layer (``"mixed"``, what ``"auto"`` picks), or one grouped convolution with the
   models folded into the channels (``"grouped"``). Measured (benchmarks/batched_models.py,
-  one CPU thread, batch 100, M = 16 / 64 / 128, forward + backward per trial against the
-  models one by one): mixed 2.0 / 2.1 / 2.1x, unfold 2.0 / 2.0 / 2.1x, shifted 2.0 / 1.9 /
-  2.0x, grouped 1.1 / 1.2 / 1.2x, torch.func vmap 1.1 / 1.0 / 1.0x.
+  one CPU thread, batch 100, M = 16, 64 and 128, forward + backward per trial against the
+  models one by one, two runs on a shared machine): mixed 2.0-2.2x, unfold 2.0-2.2x,
+  shifted 1.9-2.3x, grouped 1.1-1.2x, torch.func vmap 1.0-1.1x.
 - ``GRUClassifier``: a hand-written GRU whose M models and two directions are the batch of
   one ``baddbmm`` per time step, with ``nn.GRU``'s gates and a hand-written
   backpropagation through time (:func:`~demon_optim.study.batched.layers.gru_layer`).

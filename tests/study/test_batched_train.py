@@ -50,7 +50,7 @@ class Recording(ClassificationTask):
 
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         value = F.cross_entropy(outputs, targets)
-        self.seen.append(float(value))
+        self.seen.append(value.detach().item())
         return value
 
 
@@ -146,6 +146,8 @@ def test_every_batched_method_matches_its_trial_alone_in_float64(architecture: s
     assert {"sgdm", "sgdm+lr-plateau", "sgdm+onecycle", "demon-sgdm", "adam", "demon-adam"} <= set(
         methods
     )
+    if architecture != "mlp":  # every method on the MLP; on the others, each kind's hardest
+        methods = ["sgdm+onecycle", "demon-sgdm", "adam+lr-plateau", "demon-adam"]
     specs = [spec_of(task.name, m, seed, 7, 30) for seed, m in enumerate(methods)]
     specs.append(spec_of(task.name, "demon-sgdm", 99, 7, 30, delay=0.5))
     specs.append(spec_of(task.name, "adam", 98, 7, 30, weight_decay=1e-3))
@@ -174,14 +176,7 @@ def test_float32_first_epoch_losses_match_on_mnist1d(name: str) -> None:
         pass
 
     task = Recorded()
-    methods = [
-        "sgdm",
-        "sgdm+lr-cosine",
-        "sgdm+onecycle",
-        "demon-sgdm",
-        "adam+lr-step",
-        "demon-adam",
-    ]
+    methods = ["sgdm+lr-cosine", "demon-sgdm", "adam+onecycle", "demon-adam"]
     specs = [spec_of(name, m, seed, 1, 100) for seed, m in enumerate(methods)]
     for batch in by_kind(specs):
         _, losses = batched(batch, task, data)
@@ -241,8 +236,8 @@ def test_a_diverging_model_stops_alone_and_leaves_the_others_as_without_it() -> 
     without, without_losses = batched(TrialBatch(tuple(keep)), task, data)
     reference, _ = alone(wild, task, data)
     assert reference.status == "diverged" and with_it[1].status == "diverged"
-    assert with_it[1].error == reference.error and "non-finite training loss" in reference.error
-    assert with_it[1].history == reference.history == ()
+    assert "non-finite training loss" in (reference.error or "")
+    same_trial(with_it[1], reference, 0.0)  # the step it blew up at, the epochs before it
     for a, b, steps_a, steps_b in zip(
         (with_it[0], with_it[2]),
         without,

@@ -234,17 +234,15 @@ def _size(spec: TrialSpec, batch_trials: str | int) -> tuple[int, tuple[str, str
     """The most trials of ``spec``'s task per batch, and why 1 if it cannot batch."""
     task = get_task(spec.task)
     parameters, why = model_probe(task)
-    if why is not None:
-        return 1, (f"task {spec.task}", why)
-    if batch_trials != "auto":
-        return int(batch_trials), None
-    size = auto_size(parameters)
-    if size < 2:
+    size = auto_size(parameters) if batch_trials == "auto" else int(batch_trials)
+    if size < 2 and parameters:
         return 1, (
             f"task {spec.task}",
             f"its model has {parameters:,} parameters, too many for batch_trials = auto "
             f"(at most {AUTO_PARAMETERS // 2:,}); batch_trials = N batches them anyway",
         )
+    if why is not None:
+        return 1, (f"task {spec.task}", why)
     return size, None
 
 

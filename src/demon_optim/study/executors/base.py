@@ -38,7 +38,7 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
-from demon_optim.study.batched.plan import Unit, unit_specs
+from demon_optim.study.batched.plan import TrialBatch, Unit, unit_specs
 from demon_optim.study.devices import deterministic_cuda
 from demon_optim.study.plugins import import_plugins
 from demon_optim.study.spec import TrialSpec
@@ -91,8 +91,9 @@ def execute_unit(unit: Unit) -> list[TrialResult]:
         data_dir = None if specs[0].data_dir is None else pathlib.Path(specs[0].data_dir)
         data = task.load_data(data_dir)
     except Exception as exc:
-        error, tb = f"{type(exc).__name__}: {exc}", traceback.format_exc()
-        return [failed_result(spec, error, tb, started_at) for spec in specs]
+        return failed_results(
+            unit, f"{type(exc).__name__}: {exc}", traceback.format_exc(), started_at
+        )
     if isinstance(unit, TrialSpec):
         return [run_trial(unit, data, task)]
     from demon_optim.study.batched.models import NotBatchable
@@ -106,9 +107,14 @@ def execute_unit(unit: Unit) -> list[TrialResult]:
 
 
 def failed_result(
-    spec: TrialSpec, error: str, tb: str | None = None, started_at: float | None = None
+    spec: TrialSpec,
+    error: str,
+    tb: str | None = None,
+    started_at: float | None = None,
+    execution: dict[str, object] | None = None,
 ) -> TrialResult:
-    """A result with status ``failed`` (for errors outside the training loop)."""
+    """A result with status ``failed`` (for errors outside the training loop);
+    ``execution``: the batch it was to train in (:meth:`TrialBatch.execution`)."""
     now = time.time()
     return TrialResult(
         spec=spec,
@@ -118,7 +124,16 @@ def failed_result(
         versions=versions(),
         error=error,
         traceback=tb,
+        execution=execution,
     )
+
+
+def failed_results(
+    unit: Unit, error: str, tb: str | None = None, started_at: float | None = None
+) -> list[TrialResult]:
+    """A failed result for each trial of ``unit`` (those of a batch say which batch)."""
+    execution = unit.execution() if isinstance(unit, TrialBatch) else None
+    return [failed_result(spec, error, tb, started_at, execution) for spec in unit_specs(unit)]
 
 
 @contextlib.contextmanager

@@ -23,11 +23,11 @@ from multiprocessing.context import BaseContext
 import torch
 
 from demon_optim.errors import invalid
-from demon_optim.study.batched.plan import Unit, unit_specs
+from demon_optim.study.batched.plan import Unit
 from demon_optim.study.devices import PINNED_ENV
 from demon_optim.study.executors.base import (
     execute_unit,
-    failed_result,
+    failed_results,
     setup_worker,
     sigint_ignored,
 )
@@ -186,7 +186,7 @@ class _Worker:
             f"WorkerDied: the worker process running {what} exited with code "
             f"{self.process.exitcode} (killed, or out of memory?)"
         )
-        return [failed_result(spec, error) for spec in unit_specs(unit)]
+        return failed_results(unit, error)
 
     def release(self) -> None:
         """Ask an idle worker to exit."""

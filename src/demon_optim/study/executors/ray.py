@@ -28,7 +28,7 @@ from typing import Any
 
 from demon_optim.errors import ConfigError, invalid
 from demon_optim.study.batched.plan import Unit, unit_specs
-from demon_optim.study.executors.base import execute_unit, failed_result, setup_worker
+from demon_optim.study.executors.base import execute_unit, failed_results, setup_worker
 from demon_optim.study.spec import TrialSpec
 from demon_optim.study.trial import TrialResult
 
@@ -206,10 +206,10 @@ class RayExecutor:
                 f"WorkerDied: the Ray worker running {what} died (killed, or out of "
                 f"memory?): {_first_line(error)}"
             )
-            return [failed_result(spec, message) for spec in specs]
+            return failed_results(unit, message)
         except ray.exceptions.RayError as error:
             message = f"{type(error).__name__}: {_first_line(error)}"
-            return [failed_result(spec, message, str(error)) for spec in specs]
+            return failed_results(unit, message, str(error))
 
 
 def _first_line(error: BaseException) -> str:

@@ -233,7 +233,7 @@ def _why_alone(spec: TrialSpec) -> tuple[tuple[str, str] | None, str | None]:
 def _size(spec: TrialSpec, batch_trials: str | int) -> tuple[int, tuple[str, str] | None]:
     """The most trials of ``spec``'s task per batch, and why 1 if it cannot batch."""
     task = get_task(spec.task)
-    parameters, why = model_probe(task)
+    parameters = model_parameters(task)
     size = auto_size(parameters) if batch_trials == "auto" else int(batch_trials)
     if size < 2 and parameters:
         return 1, (
@@ -241,6 +241,7 @@ def _size(spec: TrialSpec, batch_trials: str | int) -> tuple[int, tuple[str, str
             f"its model has {parameters:,} parameters, too many for batch_trials = auto "
             f"(at most {AUTO_PARAMETERS // 2:,}); batch_trials = N batches them anyway",
         )
+    why = model_refusal(task)
     if why is not None:
         return 1, (f"task {spec.task}", why)
     return size, None
@@ -262,32 +263,50 @@ def task_reason(task: Task) -> str | None:
     return None
 
 
-_PROBED: dict[type, tuple[int, str | None]] = {}
+@dataclass
+class _Probe:
+    """A task's model, built once per task class and process to plan its trials."""
+
+    parameters: int  # trainable scalars (0: it could not be built)
+    model: torch.nn.Module | None  # kept until batch_models has been tried on it
+    refusal: str | None = None  # why its trials cannot batch
+    tried: bool = False  # batch_models tried
 
 
-def model_probe(task: Task) -> tuple[int, str | None]:
-    """``(parameters, why not)``: the task's model size, and why
-    :func:`~demon_optim.study.batched.models.batch_models` refuses it (None: it batches).
+_PROBED: dict[type, _Probe] = {}
 
-    Builds the model once per task class and process, under a forked RNG (the caller's
-    random state is left as it was).
-    """
+
+def _probe(task: Task) -> _Probe:
     cls = type(task)
     if cls not in _PROBED:
-        from demon_optim.study.batched.models import NotBatchable, batch_models
-
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=[]):  # the caller's random state stays as it was
             torch.manual_seed(0)
             try:
                 model = task.build_model()
-            except Exception as error:  # the trials themselves will say more
-                _PROBED[cls] = (0, f"building its model failed ({type(error).__name__}: {error})")
+            except Exception as error:  # its trials will fail, and say more
+                why = f"building its model failed ({type(error).__name__}: {error})"
+                _PROBED[cls] = _Probe(0, None, why, tried=True)
                 return _PROBED[cls]
         parameters = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        why = None
-        try:
-            batch_models([model, copy.deepcopy(model)])
-        except NotBatchable as error:
-            why = f"its model cannot be batched ({error})"
-        _PROBED[cls] = (parameters, why)
+        _PROBED[cls] = _Probe(parameters, model)
     return _PROBED[cls]
+
+
+def model_parameters(task: Task) -> int:
+    """The trainable scalars of the task's model (0 if it cannot be built)."""
+    return _probe(task).parameters
+
+
+def model_refusal(task: Task) -> str | None:
+    """Why :func:`~demon_optim.study.batched.models.batch_models` cannot stack the task's
+    model, or None (tried once per task class and process, on two copies of it)."""
+    probe = _probe(task)
+    if not probe.tried:
+        from demon_optim.study.batched.models import NotBatchable, batch_models
+
+        try:
+            batch_models([probe.model, copy.deepcopy(probe.model)])
+        except NotBatchable as error:
+            probe.refusal = f"its model cannot be batched ({error})"
+        probe.tried, probe.model = True, None  # no weights kept around
+    return probe.refusal

@@ -346,16 +346,14 @@ def _run(args: argparse.Namespace) -> int:
         _print(to_markdown(result.tables))
     except EnvironmentFailure as error:  # e.g. `> file` on a full disk: the rest still runs
         stdout_failure = error
-    batched = (
-        f", {progress.batched} of them in {progress.batches} batch"
-        f"{'es' if progress.batches != 1 else ''}"
-        if progress.batched
-        else ""
-    )
+    notes = [f"{progress.elsewhere} by another driver"] if progress.elsewhere else []
+    if progress.batched:
+        plural = "es" if progress.batches != 1 else ""
+        notes.append(f"{progress.batched} trained in {progress.batches} batch{plural}")
     echo(
-        f"{len(specs)} trials ({counts}); this run: {progress.written}{batched} in "
+        f"{len(specs)} trials ({counts}); this run: {progress.written} in "
         f"{progress.wall_time_s:.1f} s"
-        + (f" ({progress.elsewhere} by another driver)" if progress.elsewhere else "")
+        + (f" ({'; '.join(notes)})" if notes else "")
         + f". {table_note}"
     )
     echo(report_note)

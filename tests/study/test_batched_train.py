@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import pathlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
 import pytest
@@ -81,6 +81,16 @@ class Signals(Recording):
 
     def build_model(self) -> torch.nn.Module:
         return MODELS[self.architecture]().double()
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """One torch thread, as the executors train trials: the small kernels here are slower
+    with two on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def batched_methods() -> list[str]:

@@ -356,9 +356,35 @@ MOMENTUM_SCHEDULES: dict[str, ScheduleBuilder] = {
 }
 
 
+WATCHES_METRIC = frozenset({"plateau"})
+"""The lr schedules whose epoch hook reads the validation metric (the others' epoch hooks,
+``step`` and ``exponential``, ignore it): two trials of one configuration follow the same
+schedule unless it watches their metrics."""
+
+
+@dataclass(frozen=True)
+class Composition:
+    """What a built-in method is made of: keys of :data:`OPTIMIZERS`, :data:`LR_SCHEDULES`
+    and :data:`MOMENTUM_SCHEDULES`. Carried by the method's ``build`` (see
+    :func:`composition`), so that code which treats some combinations specially (batched
+    trials) finds them without guessing from the method's name."""
+
+    optimizer: str
+    lr_schedule: str
+    momentum_schedule: str
+
+
+def composition(build: object) -> Composition | None:
+    """The :class:`Composition` of a built-in method's ``build``; None for any other builder
+    (a user's method, today's baselines)."""
+    found = getattr(build, "composition", None)
+    return found if isinstance(found, Composition) else None
+
+
 def _compose(optimizer: str, lr_schedule: str, momentum_schedule: str) -> Callable[..., Training]:
     """A method's build(): the base optimizer, then its lr schedule's and momentum schedule's
-    hooks, in that order (the order the trial calls them in)."""
+    hooks, in that order (the order the trial calls them in). The function carries its
+    :class:`Composition` as ``build.composition``."""
 
     def build(params: Iterable[Any], *, budget: Budget, **hp: Any) -> Training:
         opt = OPTIMIZERS[optimizer](params, hp, budget)
@@ -372,6 +398,8 @@ def _compose(optimizer: str, lr_schedule: str, momentum_schedule: str) -> Callab
                 after_epoch.append(epoch_hook)
         return Training(opt, tuple(after_step), tuple(after_epoch))
 
+    parts = Composition(optimizer, lr_schedule, momentum_schedule)
+    build.composition = parts  # type: ignore[attr-defined]
     return build
 
 

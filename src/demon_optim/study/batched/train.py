@@ -183,9 +183,9 @@ def _train(
             if grad_clip is not None:
                 _clip_per_model(parameters, grad_clip, size)
             optimizer.step(schedules.current(), active)
-            if i == last:
-                applied = schedules.applied()  # before the schedules move them on
             schedules.after_step()
+            if i == last:
+                applied = schedules.applied()  # what the epoch's last step used
         if not running:
             break
         if synchronize is not None:

@@ -104,6 +104,13 @@ def _parser() -> argparse.ArgumentParser:
         metavar="F",
         help="with --executor ray: the GPUs (or a fraction) each trial asks Ray for",
     )
+    run.add_argument(
+        "--batch-trials",
+        metavar="auto|N|off",
+        help="train up to N trials of the study together as stacked models (auto: N from "
+        "the model's size, the default; off: one at a time); overrides the study's "
+        "`batch_trials` (how trials run, not part of their ids; see docs/batched-trials.md)",
+    )
     run.add_argument("--no-progress", action="store_true", help="do not draw the progress bar")
     run.add_argument(
         "--data-dir",
@@ -321,6 +328,7 @@ def _run(args: argparse.Namespace) -> int:
         device=args.device,
         workers_per_gpu=args.workers_per_gpu,
         gpus_per_trial=args.gpus_per_trial,
+        batch_trials=_batch_trials(args.batch_trials),
     )
     specs, progress = result.specs, result.progress
     assert progress is not None
@@ -338,10 +346,14 @@ def _run(args: argparse.Namespace) -> int:
         _print(to_markdown(result.tables))
     except EnvironmentFailure as error:  # e.g. `> file` on a full disk: the rest still runs
         stdout_failure = error
+    notes = [f"{progress.elsewhere} by another driver"] if progress.elsewhere else []
+    if progress.batched:
+        plural = "es" if progress.batches != 1 else ""
+        notes.append(f"{progress.batched} trained in {progress.batches} batch{plural}")
     echo(
         f"{len(specs)} trials ({counts}); this run: {progress.written} in "
         f"{progress.wall_time_s:.1f} s"
-        + (f" ({progress.elsewhere} by another driver)" if progress.elsewhere else "")
+        + (f" ({'; '.join(notes)})" if notes else "")
         + f". {table_note}"
     )
     echo(report_note)
@@ -350,6 +362,14 @@ def _run(args: argparse.Namespace) -> int:
     if stdout_failure is not None:
         raise stdout_failure
     return result.exit_code
+
+
+def _batch_trials(text: str | None) -> str | int | None:
+    """``--batch-trials``: ``auto``, ``off`` or a number (checked by the runner, which names
+    the option and the allowed values)."""
+    if text is not None and text.strip().isdigit():
+        return int(text.strip())
+    return text
 
 
 def _tasks_by_data_set() -> dict[str, list[str]]:

@@ -220,6 +220,7 @@ def _v3_store(path: pathlib.Path) -> list[tuple]:
         store.write(result(spec(0)))
         store.write(result(spec(1)))
     with sqlite3.connect(path, isolation_level=None) as db:
+        db.execute("ALTER TABLE trials DROP COLUMN execution")
         db.execute("ALTER TABLE trials DROP COLUMN source")
         db.execute("ALTER TABLE trials DROP COLUMN origin")
         db.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
@@ -251,10 +252,10 @@ def test_a_version_3_store_is_migrated_with_a_backup_by_the_first_import(
         after = db.execute("SELECT * FROM trials ORDER BY rowid").fetchall()
         columns = [r[1] for r in db.execute("PRAGMA table_info(trials)")]
     db.close()
-    assert columns[-2:] == ["origin", "source"]
-    assert [row[:-2] for row in after[:2]] == before  # the user's rows intact, origin NULL
-    assert [row[-2:] for row in after[:2]] == [(None, None), (None, None)]
-    assert after[2][-2] == "import:algoperf"
+    assert columns[-3:] == ["origin", "source", "execution"]
+    assert [row[:-3] for row in after[:2]] == before  # the user's rows intact, origin NULL
+    assert [row[-3:] for row in after[:2]] == [(None, None, None), (None, None, None)]
+    assert after[2][-3] == "import:algoperf"
 
 
 # --- malformed files: the file and its line or field named, nothing imported ------------------

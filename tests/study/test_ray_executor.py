@@ -101,6 +101,32 @@ def test_a_dead_worker_fails_its_trial_and_the_study_goes_on(
     assert all(rows[spec.trial_id]["status"] == "done" for spec in SMOKE[:3])
 
 
+def test_batches_run_as_one_task_each_with_the_local_executors_results(
+    cluster, tmp_path: pathlib.Path
+) -> None:
+    """Trials trained together: one Ray task per batch, the same numbers as locally; a
+    worker that dies fails its batch's trials and the study goes on."""
+    from demon_optim.study.executors.ray import RayExecutor
+
+    with ResultStore(tmp_path / "ray.sqlite") as store:
+        report = run_study([*SMOKE, DOOMED], store, RayExecutor(), batch_trials="auto")
+        rows = {row["trial_id"]: row for row in store.rows()}
+    assert report.batched == len(SMOKE) + 1 and report.batches >= 2
+    doomed = rows[DOOMED.trial_id]["execution"]
+    failed = {k for k, row in rows.items() if row["execution"]["batch"] == doomed["batch"]}
+    assert len(failed) == doomed["size"] >= 2  # DOOMED and those of its batch
+    for trial_id in failed:
+        assert rows[trial_id]["status"] == "failed"
+        assert rows[trial_id]["error"].startswith(
+            f"WorkerDied: the Ray worker running this trial's batch of {doomed['size']}"
+        )
+    with ResultStore(tmp_path / "local.sqlite") as store:
+        run_study(SMOKE, store, LocalExecutor(1), batch_trials="auto")
+    local = snapshot(tmp_path / "local.sqlite")
+    done = {k: v for k, v in snapshot(tmp_path / "ray.sqlite").items() if k not in failed}
+    assert done and done == {k: local[k] for k in done}
+
+
 def test_closing_the_iterator_cancels_the_rest(cluster) -> None:
     from demon_optim.study.executors.ray import RayExecutor
 
@@ -164,8 +190,9 @@ def test_a_killed_driver_resumes_with_nothing_lost_or_duplicated(
     assert f"running {TOTAL - partial} on 2 worker(s)" in resumed.stderr
 
     reference = tmp_path / "reference.sqlite"
-    with ResultStore(reference) as results:
-        run_study(expand(load_study(study)), results, LocalExecutor(1))
+    parsed = load_study(study)
+    with ResultStore(reference) as results:  # trained as the command trains them (batched)
+        run_study(expand(parsed), results, LocalExecutor(1), batch_trials=parsed.batch_trials)
     assert snapshot(store) == snapshot(reference)
 
 

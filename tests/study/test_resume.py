@@ -147,9 +147,10 @@ def test_sigkill_of_the_process_group_loses_nothing(
     assert f"running {TOTAL - partial} on 2 worker(s)" in resumed.stderr
 
     reference = tmp_path / "reference.sqlite"
-    specs = expand(load_study(study))
-    with ResultStore(reference) as results:
-        report = run_study(specs, results, LocalExecutor(1))
+    parsed = load_study(study)
+    specs = expand(parsed)
+    with ResultStore(reference) as results:  # trained as the command trains them (batched)
+        report = run_study(specs, results, LocalExecutor(1), batch_trials=parsed.batch_trials)
     assert report.written == TOTAL
     assert snapshot(store) == snapshot(reference)
     with sqlite3.connect(store) as db:

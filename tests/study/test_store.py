@@ -293,12 +293,13 @@ def test_version_1_store_is_migrated_in_place_after_a_backup(
         after = db.execute("SELECT * FROM trials ORDER BY rowid").fetchall()
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     db.close()
-    # every v1 row intact; the columns added since (owner, metrics, samples, origin, source)
-    # NULL
+    # every v1 row intact; the columns added since (owner, metrics, samples, origin, source,
+    # execution) NULL
     width = len(before[0])
     assert [row[:width] for row in after] == before
     assert all(set(row[width:]) == {None} for row in after) and rows[0]["owner"] is None
-    assert len(after[0]) - width == 5 and rows[0]["origin"] is None
+    assert len(after[0]) - width == 6 and rows[0]["origin"] is None
+    assert rows[0]["execution"] is None
     # a row from before version 3 reads with its one metric, named as its task names it
     assert rows[0]["metrics"] == {"val": {"metric": 0.5}, "test": {"metric": 0.6}}
     assert rows[1]["metrics"] == {} and rows[0]["samples"] is None
@@ -490,6 +491,7 @@ def test_version_2_store_is_migrated_to_keep_every_metric(
     with ResultStore(path) as store:
         store.write(result(spec(0)))
     with sqlite3.connect(path, isolation_level=None) as db:  # what version 2 wrote
+        db.execute("ALTER TABLE trials DROP COLUMN execution")
         db.execute("ALTER TABLE trials DROP COLUMN source")
         db.execute("ALTER TABLE trials DROP COLUMN origin")
         db.execute("ALTER TABLE trials DROP COLUMN samples")
@@ -511,3 +513,65 @@ def test_version_2_store_is_migrated_to_keep_every_metric(
     assert new["metrics"] == metrics
     assert (tmp_path / "v2.sqlite.v2-backup").is_file()
     assert f"migrated from schema version 2 to {SCHEMA_VERSION}" in caplog.text
+
+
+def test_version_4_store_gains_the_execution_column_in_place(
+    tmp_path: pathlib.Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A store of the release before batched trials: read as it is (every trial trained
+    alone), migrated in place after a backup, its rows intact; a batched result's execution
+    is kept, and a batch is written in one transaction."""
+    path = tmp_path / "v4.sqlite"
+    with ResultStore(path) as store:
+        store.write(result(spec(0)))
+    with sqlite3.connect(path, isolation_level=None) as db:  # what version 4 wrote
+        db.execute("ALTER TABLE trials DROP COLUMN execution")
+        db.execute("UPDATE meta SET value = '4' WHERE key = 'schema_version'")
+        before = db.execute("SELECT * FROM trials").fetchall()
+    db.close()
+    with ResultStore(path, readonly=True) as store:
+        assert store.meta()["schema_version"] == "4"
+        assert [row["execution"] for row in store.rows()] == [None]
+    execution = {"mode": "batched", "batch": "0123456789abcdef", "size": 2}
+    batch = [dataclasses.replace(result(spec(s)), execution=execution) for s in (1, 2)]
+    with caplog.at_level(logging.WARNING), ResultStore(path) as store:
+        assert store.meta()["schema_version"] == str(SCHEMA_VERSION) == "5"
+        owner = new_owner()
+        assert store.claim_many([s.spec.trial_id for s in batch], owner, 60) == {
+            s.spec.trial_id: CLAIMED for s in batch
+        }
+        store.write_batch(batch, owner)
+        rows = store.rows()
+        assert store.claims() == []
+    assert f"migrated from schema version 4 to {SCHEMA_VERSION}" in caplog.text
+    assert [row["execution"] for row in rows] == [None, execution, execution]
+    with sqlite3.connect(path) as db:
+        assert [row[:-1] for row in db.execute("SELECT * FROM trials LIMIT 1")] == before
+    db.close()
+    backup = tmp_path / "v4.sqlite.v4-backup"
+    with sqlite3.connect(f"{backup.as_uri()}?mode=ro", uri=True) as db:
+        assert db.execute("SELECT * FROM trials").fetchall() == before
+    db.close()
+
+
+def test_a_batch_that_cannot_be_written_is_saved_whole_to_pending_files(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    path = tmp_path / "s.sqlite"
+    execution = {"mode": "batched", "batch": "0123456789abcdef", "size": 2}
+    batch = [dataclasses.replace(result(spec(s)), execution=execution) for s in (0, 1)]
+    with ResultStore(path, retry_delays=()) as store:
+        store.write(result(spec(2)))
+        locker = sqlite3.connect(path, timeout=0)
+        locker.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+        store._db.execute("PRAGMA busy_timeout = 0")
+        with pytest.raises(EnvironmentFailure, match="results of 2 trials trained together"):
+            store.write_batch(batch)
+        locker.rollback()
+        locker.close()
+        assert store.count() == 1  # none of the batch
+    pending = sorted((tmp_path / "cache" / "demon-optim" / "pending").glob("*.json"))
+    assert len(pending) == 2
+    with ResultStore(path) as store:  # the next open imports both
+        assert [row["execution"] for row in store.rows()] == [None, execution, execution]

@@ -19,12 +19,12 @@ from __future__ import annotations
 import datetime
 import json
 import pathlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 from demon_optim.report import naming
 from demon_optim.report.heatmaps import Tolerance, parse_tolerance
 from demon_optim.report.html import Content
-from demon_optim.report.load import StoreData, load_store
+from demon_optim.report.load import StoreData, Trial, load_store
 from demon_optim.report.tables import Setting
 
 __all__ = [
@@ -157,12 +157,32 @@ def _header(data: StoreData) -> list[tuple[str, str]]:
             f"{_values(float(t.batch_size) for t in trials)}",
         ),
         ("trials", f"{len(trials)} ({counts})"),
+        ("execution", execution_line(trials)),
         ("wall time", wall),
         ("versions", version_text),
     ]
     if imported:
         header.append(imported)
     return header
+
+
+def execution_line(trials: Sequence[Trial]) -> str:
+    """How the trials were trained: each alone, or how many in how many batches."""
+    batches: dict[str, int] = {}
+    for trial in trials:
+        execution = trial.execution or {}
+        if execution.get("mode") == "batched":
+            batches[str(execution.get("batch"))] = int(execution.get("size", 1))
+    batched = sum(1 for t in trials if (t.execution or {}).get("mode") == "batched")
+    if not batched:
+        return f"each trial trained alone ({len(trials)})"
+    sizes = sorted(batches.values())
+    size = f"{sizes[0]}" if sizes[0] == sizes[-1] else f"{sizes[0]}-{sizes[-1]}"
+    return (
+        f"{batched} trials trained in {len(batches)} batch{'es' if len(batches) != 1 else ''} "
+        f"of {size} models, {len(trials) - batched} alone; a batched trial's wall time and "
+        "training time are its batch's divided by the batch's size (docs/batched-trials.md)"
+    )
 
 
 def store_content(
@@ -280,6 +300,11 @@ def store_content(
     # always shown, as the heatmaps are: without a target, its note says how to set one
     sections += ("targets",)
     notes["targets"] = _targets_note(goals)
+    if any(t.execution is not None for t in data.trials):
+        notes["targets"] += (
+            " Trials trained in a batch (header: execution) count their batch's training time "
+            "divided by its number of models."
+        )
     blocks: dict[str, list[html.Table]] = {"targets": targets_module.tables(reaching)}
     shown = targets_module.profile(reaching)
     if shown is not None:

@@ -50,6 +50,9 @@ class Trial:
     origin: str | None = None
     source: dict[str, Any] | None = None
     stored_id: str | None = None  # an imported row's id (not its spec's hash); None: run here
+    # how it was trained: None alone; {"mode": "batched", "batch": id, "size": M} with the
+    # M - 1 others of its batch (its clocks are the batch's divided by M)
+    execution: dict[str, Any] | None = None
 
     @property
     def trial_id(self) -> str:
@@ -183,6 +186,7 @@ def _trial(row: Mapping[str, Any], path: pathlib.Path) -> Trial:
         source=row.get("source"),
         # an imported row's id is hashed from its files, not from its spec
         stored_id=row["trial_id"] if row.get("origin") is not None else None,
+        execution=row.get("execution"),  # absent from a store before version 5: alone
     )
 
 

@@ -1,4 +1,5 @@
-"""A progress bar on stderr: trials done/total, elapsed, ETA, and how many went wrong.
+"""A progress bar on stderr: trials done/total (how many trained in batches), elapsed, ETA,
+and how many went wrong.
 
 On a terminal it redraws one line; elsewhere (logs, CI) it prints a line at most every
 ``interval`` seconds and at the end. No dependency.
@@ -38,6 +39,7 @@ class Progress:
         self.interval = interval
         self.width = width
         self.done = 0
+        self.batched = 0  # of them trained in batches (demon_optim.study.batched)
         self.counts: dict[str, int] = {}
         self.start = time.monotonic()
         self._last_print = -float("inf")
@@ -46,8 +48,10 @@ class Progress:
         if self.enabled and self.interactive:
             self._draw()
 
-    def update(self, status: str) -> None:
+    def update(self, status: str, *, batched: bool = False) -> None:
+        """One more trial finished with ``status`` (``batched``: trained in a batch)."""
         self.done += 1
+        self.batched += batched
         self.counts[status] = self.counts.get(status, 0) + 1
         if not self.enabled:
             return
@@ -73,9 +77,10 @@ class Progress:
             eta = format_duration(elapsed / self.done * (self.total - self.done))
         else:
             eta = "--:--"
+        batched = f" ({self.batched} batched)" if self.batched else ""
         text = (
-            f"[{bar}] {self.done}/{self.total} trials | elapsed {format_duration(elapsed)}"
-            f" | ETA {eta}"
+            f"[{bar}] {self.done}/{self.total} trials{batched} | elapsed "
+            f"{format_duration(elapsed)} | ETA {eta}"
         )
         problems = [f"{n} {s}" for s, n in sorted(self.counts.items()) if s != "done" and n]
         if problems:

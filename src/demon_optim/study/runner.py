@@ -31,7 +31,15 @@ from demon_optim.errors import (
 from demon_optim.study import devices
 from demon_optim.study.executors import Executor, RunReport, run_study
 from demon_optim.study.results import TaskTable, summarize, to_markdown
-from demon_optim.study.spec import Study, TrialSpec, absolute_path, expand, load_study, parse_study
+from demon_optim.study.spec import (
+    Study,
+    TrialSpec,
+    absolute_path,
+    check_batch_trials,
+    expand,
+    load_study,
+    parse_study,
+)
 from demon_optim.study.store import ResultStore
 
 Echo = Callable[[str], None]
@@ -171,6 +179,7 @@ def run(
     device: str | None = None,
     workers_per_gpu: int = 1,
     gpus_per_trial: float = 0,
+    batch_trials: str | int | None = None,
 ) -> StudyRun:
     """Run a study as ``demon-optim run`` does and return its results (:class:`StudyRun`).
 
@@ -178,8 +187,10 @@ def run(
     ``store``: the results store (default ``runs/<study name>.sqlite``); finished trials in
     it are skipped, so calling this again resumes. ``workers``: trials at once (default: one
     per core). ``executor``: ``"local"``, ``"ray"`` (``address``: the cluster) or an
-    executor object. ``data_dir`` and ``device`` override the study's; ``workers_per_gpu``
-    (local) and ``gpus_per_trial`` (Ray) share GPUs between trials. ``echo`` receives what
+    executor object. ``data_dir``, ``device`` and ``batch_trials`` (``"auto"``, ``"off"``
+    or the most trials trained together, docs/batched-trials.md) override the study's;
+    ``workers_per_gpu`` (local) and ``gpus_per_trial`` (Ray) share GPUs between trials.
+    ``echo`` receives what
     the command prints on stderr (default: nothing is printed; a changed plugin is a
     warning).
     Raises ConfigError for a bad study or a missing data set (before any training) and
@@ -191,6 +202,9 @@ def run(
         spec = dataclasses.replace(spec, data_dir=absolute_path(data_dir))
     if device is not None:
         spec = dataclasses.replace(spec, device=devices.check_device("--device", device))
+    if batch_trials is not None:
+        batch_trials = check_batch_trials("--batch-trials", batch_trials)
+        spec = dataclasses.replace(spec, batch_trials=batch_trials)
     if executor == "local":  # a Ray cluster's workers have devices the driver may not
         devices.require(spec.device, "--device" if device is not None else "device")
     check_search(spec)  # Optuna, for a study that samples configurations
@@ -244,12 +258,20 @@ def run(
             f"{_where(spec, runner)}{shared}"
         )
         if coordinator is None:
-            result.progress = run_study(specs, results, runner, progress=progress)
+            result.progress = run_study(
+                specs, results, runner, progress=progress, batch_trials=spec.batch_trials, echo=say
+            )
         else:
             from demon_optim.study.search.coordinator import run_with_searches
 
             result.progress = run_with_searches(
-                specs, coordinator, results, runner, progress=progress
+                specs,
+                coordinator,
+                results,
+                runner,
+                progress=progress,
+                batch_trials=spec.batch_trials,
+                echo=say,
             )
             result.specs = specs = _unique([*specs, *coordinator.specs()])
         result.rows = results.rows(s.trial_id for s in specs)

@@ -18,6 +18,9 @@ format (see ``docs/study.md``)::
     lr = [0.03, 0.1]
     momentum = 0.9
 
+    batch_trials = "auto"             # optional: "auto" | N | "off": trials trained together
+                                      # (an execution strategy, not part of any trial id)
+
     [targets]                         # optional: validation targets per task (time to target,
     mnist1d-mlp = 0.62                # performance profiles); default: each task's own
 
@@ -89,6 +92,7 @@ KEYS = (
     "device",
     "precision",
     "channels_last",
+    "batch_trials",
     "grid",
     "targets",
     "search",
@@ -113,6 +117,22 @@ MAX_EPOCHS = 10**6
 MAX_BATCH_SIZE = 10**6  # above every training set here (a larger batch: one step per epoch)
 MAX_TOKEN_BUDGET = 10**9  # tokens per epoch; above the corpus it is one pass (PTB: 930k)
 MAX_SEED = 2**32 - 1  # every seeding function accepts it, and a store's INTEGER column holds it
+
+BATCH_TRIALS_DEFAULT = "auto"
+"""A study's ``batch_trials`` when it sets none: batch where it pays (study/batched/plan.py)."""
+MAX_BATCH_TRIALS = 100_000  # models trained together at most (far above what memory allows)
+BATCH_TRIALS_ALLOWED = (
+    f"auto, off, or an integer from 1 to {MAX_BATCH_TRIALS:,} (the most trials trained "
+    "together; 1 is off)"
+)
+
+
+def check_batch_trials(field: str, value: object) -> str | int:
+    """A ``batch_trials`` value: ``"auto"``, ``"off"`` or an int >= 1; a ConfigError naming
+    ``field`` and the allowed values otherwise."""
+    if isinstance(value, str) and value in ("auto", "off"):
+        return value
+    return _checks.integer(field, value, 1, MAX_BATCH_TRIALS, BATCH_TRIALS_ALLOWED)
 
 
 @dataclass(frozen=True)
@@ -281,6 +301,8 @@ class Study:
     targets: Mapping[str, float] = field(default_factory=dict)  # task -> validation target
     # method -> how its configurations are sampled; the methods not in it run their grid
     searches: Mapping[str, SearchSettings] = field(default_factory=dict)
+    # how trials are executed (never part of a trial): "auto", "off" or the most at once
+    batch_trials: str | int = BATCH_TRIALS_DEFAULT
 
 
 # --- parsing ------------------------------------------------------------------------------
@@ -424,6 +446,7 @@ def parse_study(
         images = [n for n in task_names() if get_task(n).image_model]
         raise invalid("channels_last", True, f"only with an image task ({', '.join(images)})")
 
+    batch_trials = check_batch_trials("batch_trials", data.get("batch_trials", "auto"))
     grids = _parse_grids(data.get("grid", {}), methods)
     targets = parse_targets(data.get("targets", {}), {t: get_task(t).metric for t in tasks})
     searches = parse_searches(data, methods, grids)
@@ -444,6 +467,7 @@ def parse_study(
         channels_last=channels_last,
         targets=targets,
         searches=searches,
+        batch_trials=batch_trials,
     )
 
 

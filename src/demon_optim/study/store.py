@@ -3,7 +3,7 @@
 Schema (version :data:`SCHEMA_VERSION`; see ``docs/study.md``)::
 
     meta(key TEXT PRIMARY KEY, value TEXT)
-        application = 'demon-optim results store', schema_version = '4', created_at,
+        application = 'demon-optim results store', schema_version = '5', created_at,
         store_id                                  -- random; names this store's pending files
     trials(trial_id TEXT PRIMARY KEY,             -- sha256 of the trial spec's canonical JSON
            task, method TEXT, seed, epochs, batch_size INTEGER,
@@ -22,7 +22,9 @@ Schema (version :data:`SCHEMA_VERSION`; see ``docs/study.md``)::
            samples TEXT,                          -- JSON images to look at, or NULL (v3)
            origin TEXT,                           -- NULL: run here; 'import:algoperf' or
                                                   --   'import:deepobs': imported (v4)
-           source TEXT)                           -- JSON: the imported file, its sha256 (v4)
+           source TEXT,                           -- JSON: the imported file, its sha256 (v4)
+           execution TEXT)                        -- JSON {"mode": "batched", "batch", "size"}:
+                                                  --   trained with others; NULL: alone (v5)
     claims(trial_id TEXT PRIMARY KEY,             -- a trial some driver is running now
            owner TEXT,                            -- host:pid:token of that driver
            expires_at REAL,                       -- Unix time; renewed while it runs
@@ -36,7 +38,8 @@ store without them has no searches, and a demon-optim that does not know them ig
 
 Version 1 had no ``claims`` table, no ``owner`` column and no ``store_id``; version 2 had no
 ``metrics`` and ``samples`` columns (a trial had one metric); version 3 had no ``origin`` and
-``source`` columns (every trial was run here). Opening an older store for
+``source`` columns (every trial was run here); version 4 had no ``execution`` column (every
+trial was trained alone). Opening an older store for
 writing migrates it in place after copying it to ``<store>.v<N>-backup`` (SQLite's backup
 API); opening it read-only reads it as it is (the missing columns read as NULL).
 
@@ -83,7 +86,7 @@ from demon_optim.study.spec import TrialSpec
 from demon_optim.study.trial import TrialResult
 
 APPLICATION = "demon-optim results store"
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 FINAL_STATUSES = ("done", "diverged")  # never re-run
 _SQLITE_HEADER = b"SQLite format 3\x00"
 
@@ -123,7 +126,8 @@ CREATE TABLE IF NOT EXISTS trials (
     metrics TEXT,
     samples TEXT,
     origin TEXT,
-    source TEXT
+    source TEXT,
+    execution TEXT
 )"""
 _CLAIMS = """
 CREATE TABLE IF NOT EXISTS claims (
@@ -183,6 +187,8 @@ _MIGRATIONS = {
     3: ("ALTER TABLE trials ADD COLUMN metrics TEXT", "ALTER TABLE trials ADD COLUMN samples TEXT"),
     # published results imported beside the user's own (demon_optim.study.imports)
     4: ("ALTER TABLE trials ADD COLUMN origin TEXT", "ALTER TABLE trials ADD COLUMN source TEXT"),
+    # trials trained together in batches (demon_optim.study.batched)
+    5: ("ALTER TABLE trials ADD COLUMN execution TEXT",),
 }
 
 _COLUMNS = (
@@ -210,10 +216,12 @@ _COLUMNS = (
     "samples",
     "origin",
     "source",
+    "execution",
 )
 _JSON_COLUMNS = ("hyperparameters", "spec", "history", "versions")
-# NULL in rows written before the version that added them (metrics, samples: 3; source: 4)
-_NULLABLE_JSON_COLUMNS = ("metrics", "samples", "source")
+# NULL in rows written before the version that added them (metrics, samples: 3; source: 4;
+# execution: 5), and where they do not apply (execution of a trial trained alone)
+_NULLABLE_JSON_COLUMNS = ("metrics", "samples", "source", "execution")
 #: ``origin`` of an imported trial: ``IMPORT_PREFIX + format`` (the user's own trials: NULL).
 IMPORT_PREFIX = "import:"
 
@@ -603,11 +611,21 @@ class ResultStore:
         cannot be written, it is saved to a pending file (imported by the next open for
         writing of this store) and EnvironmentFailure says where.
         """
-        row = _row(result, owner)
+        self.write_batch([result], owner)
+
+    def write_batch(self, results: Sequence[TrialResult], owner: str | None = None) -> None:
+        """Record the results of one unit of work in one transaction: one trial, or the
+        trials of a batch trained together (all of them or none), as :meth:`write` does.
+
+        If they cannot be written, each is saved to a pending file of its own.
+        """
+        if not results:
+            return
+        rows = [_row(result, owner) for result in results]
         error: sqlite3.Error | None = None
         for delay in (*self.retry_delays, None):
             try:
-                self._write_row(row)
+                self._write_rows(rows)
                 return
             except sqlite3.Error as caught:
                 error = caught
@@ -615,22 +633,30 @@ class ResultStore:
             if delay is not None:
                 time.sleep(delay)
         assert error is not None
-        where = self.save_pending(row)
+        places = [self.save_pending(row) for row in rows]
         attempts = len(self.retry_delays) + 1
+        what = f"the result of trial {results[0].spec.trial_id[:12]}"
+        where = f"the result was saved to {places[0]}"
+        if len(rows) > 1:
+            what = f"the results of {len(rows)} trials trained together"
+            where = f"the results were saved to {places[0]} and {len(rows) - 1} more beside it"
         raise EnvironmentFailure(
-            f"store '{self.path}': cannot write the result of trial {result.spec.trial_id[:12]}"
-            f": {_cause(error)} ({attempts} attempts over {sum(self.retry_delays):.0f} s); "
-            f"the result was saved to {where}"
+            f"store '{self.path}': cannot write {what}: {_cause(error)} ({attempts} attempts "
+            f"over {sum(self.retry_delays):.0f} s); {where}"
         )
 
     def _write_row(self, row: Mapping[str, Any]) -> None:
+        self._write_rows([row])
+
+    def _write_rows(self, rows: Sequence[Mapping[str, Any]]) -> None:
         with self._transaction():
-            self._db.execute(_UPSERT, [row[c] for c in _COLUMNS])
-            if row["owner"] is not None:
-                self._db.execute(
-                    "DELETE FROM claims WHERE trial_id = ? AND owner = ?",
-                    (row["trial_id"], row["owner"]),
-                )
+            for row in rows:
+                self._db.execute(_UPSERT, [row[c] for c in _COLUMNS])
+                if row["owner"] is not None:
+                    self._db.execute(
+                        "DELETE FROM claims WHERE trial_id = ? AND owner = ?",
+                        (row["trial_id"], row["owner"]),
+                    )
 
     def import_rows(self, rows: Sequence[Mapping[str, Any]]) -> int:
         """Write imported trials (published results) in one transaction; returns how many
@@ -728,15 +754,31 @@ class ResultStore:
         it in the meantime); :data:`HELD` if another owner's lease on it is still running.
         An expired claim is taken over.
         """
+        return self.claim_many([trial_id], owner, lease_s, {trial_id: seen_attempts})[trial_id]
+
+    def claim_many(
+        self,
+        trial_ids: Sequence[str],
+        owner: str,
+        lease_s: float,
+        seen_attempts: Mapping[str, int] | None = None,
+    ) -> dict[str, str]:
+        """Claim several trials at once (a batch trained together), in one transaction:
+        ``{trial id: CLAIMED | SETTLED | HELD}``, each as :meth:`claim` says (``seen_attempts``:
+        trial id -> attempts the caller saw, 0 where absent)."""
+        seen = seen_attempts or {}
+        states = {}
         with _guard(self.path, "claim a trial"), self._transaction():
-            state = self._claim_state(trial_id, owner, seen_attempts)
-            if state == CLAIMED:
-                self._db.execute(
-                    "INSERT OR REPLACE INTO claims (trial_id, owner, expires_at, claimed_at) "
-                    "VALUES (?, ?, ?, ?)",
-                    (trial_id, owner, time.time() + lease_s, _now_iso()),
-                )
-            return state
+            for trial_id in trial_ids:
+                state = self._claim_state(trial_id, owner, seen.get(trial_id, 0))
+                if state == CLAIMED:
+                    self._db.execute(
+                        "INSERT OR REPLACE INTO claims (trial_id, owner, expires_at, claimed_at) "
+                        "VALUES (?, ?, ?, ?)",
+                        (trial_id, owner, time.time() + lease_s, _now_iso()),
+                    )
+                states[trial_id] = state
+        return states
 
     def claim_state(self, trial_id: str, owner: str, seen_attempts: int = 0) -> str:
         """What :meth:`claim` would return now, without claiming."""
@@ -1034,6 +1076,7 @@ def _row(result: TrialResult, owner: str | None) -> dict[str, Any]:
         None if result.samples is None else json.dumps(result.samples.to_json()),
         None,  # origin: run here
         None,  # source
+        None if result.execution is None else json.dumps(result.execution, sort_keys=True),
     )
     return dict(zip(_COLUMNS, values, strict=True))
 

@@ -34,7 +34,7 @@ import math
 import platform
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -105,6 +105,11 @@ class TrialResult:
     ``metrics``: every metric by where it was measured, ``{"val": {...}, "test": {...}}``
     of the final model, plus ``"final"`` for a task's :meth:`~Task.final_outputs`;
     ``val_metric``/``test_metric`` are the task's selection metric among them.
+
+    ``execution``: how the trial was trained: None for a trial trained alone (by
+    :func:`run_trial`), ``{"mode": "batched", "batch": <id>, "size": M}`` for one trained
+    together with M - 1 others of its study (:mod:`demon_optim.study.batched`), whose
+    clocks are then the batch's divided by M.
     """
 
     spec: TrialSpec
@@ -119,6 +124,7 @@ class TrialResult:
     traceback: str | None = None
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     samples: Samples | None = None
+    execution: dict[str, Any] | None = None
 
     @property
     def trial_id(self) -> str:
@@ -149,55 +155,81 @@ def run_trial(spec: TrialSpec, data: TaskData, task: Task | None = None) -> Tria
     """
     started_at = time.time()
     start = time.perf_counter()
+    device_info: dict[str, str] = {}
+    with deterministic_algorithms():
+        try:
+            device = devices.resolve(spec.device)
+            device_info = devices.describe(device)
+            task = task or get_task(spec.task)
+            outcome = _train(spec, task, data, device)
+        except Exception as exc:  # a failing trial is a result, the study goes on
+            outcome = failed_outcome(exc)
+    return result_of(spec, outcome, started_at, time.perf_counter() - start, device_info)
+
+
+@contextlib.contextmanager
+def deterministic_algorithms() -> Iterator[None]:
+    """Deterministic algorithms requested (warn-only) inside, as they were after."""
     deterministic = torch.are_deterministic_algorithms_enabled()
     warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
     torch.use_deterministic_algorithms(True, warn_only=True)
-    device_info: dict[str, str] = {}
     try:
-        device = devices.resolve(spec.device)
-        device_info = devices.describe(device)
-        task = task or get_task(spec.task)
-        outcome = _train(spec, task, data, device)
-        error, tb = outcome.note, None
-    except Exception as exc:  # a failing trial is a result, the study goes on
-        outcome = _Outcome("failed", [])
-        error = f"{type(exc).__name__}: {exc}"
-        tb = traceback.format_exc()
+        yield
     finally:
         torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+
+
+def result_of(
+    spec: TrialSpec,
+    outcome: Outcome,
+    started_at: float,
+    wall_time_s: float,
+    device_info: dict[str, str],
+    execution: dict[str, Any] | None = None,
+) -> TrialResult:
+    """The record of a trial that ended with ``outcome``."""
     return TrialResult(
         spec=spec,
         status=outcome.status,
         val_metric=outcome.selected("val"),
         test_metric=outcome.selected("test"),
         history=tuple(outcome.history),
-        wall_time_s=time.perf_counter() - start,
+        wall_time_s=wall_time_s,
         started_at=started_at,
         versions={**versions(), **device_info},
-        error=error,
-        traceback=tb,
+        error=outcome.note,
+        traceback=outcome.traceback,
         metrics=outcome.metrics,
         samples=outcome.samples,
+        execution=execution,
+    )
+
+
+def failed_outcome(exc: Exception) -> Outcome:
+    """A trial that raised ``exc`` (call inside the ``except``: it keeps the traceback)."""
+    return Outcome(
+        "failed", [], note=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc()
     )
 
 
 @dataclass
-class _Outcome:
+class Outcome:
     """What training ended with: a status, the history, the final model's metrics."""
 
     status: str
     history: list[dict[str, Any]]
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     samples: Samples | None = None
-    note: str | None = None  # diverged: where
+    note: str | None = None  # diverged: where; failed: "Type: message"
     metric: str = ""  # the task's selection metric (done)
+    traceback: str | None = None  # failed
 
     def selected(self, where: str) -> float | None:
         """The selection metric of the final model on ``where`` (None unless done)."""
         return self.metrics[where][self.metric] if self.status == "done" else None
 
 
-def _evaluate(task: Task, model: torch.nn.Module, split: Any, where: str) -> dict[str, float]:
+def evaluate(task: Task, model: torch.nn.Module, split: Any, where: str) -> dict[str, float]:
     """All of a task's metrics on a split, its selection metric checked to be among them."""
     values = task.evaluate_metrics(model, split)
     if task.metric not in values:
@@ -209,13 +241,13 @@ def _evaluate(task: Task, model: torch.nn.Module, split: Any, where: str) -> dic
 
 
 @contextlib.contextmanager
-def _evaluation(training: Training) -> Iterator[None]:
+def _evaluation(training: Training | None) -> Iterator[None]:
     """Run an evaluation between the method's ``before_eval`` and ``after_eval`` hooks
     (Schedule-Free: evaluate at its averaged weights, then train on at its own)."""
-    for hook in training.before_eval:
+    for hook in training.before_eval if training is not None else ():
         hook()
     yield
-    for hook in training.after_eval:
+    for hook in training.after_eval if training is not None else ():
         hook()
 
 
@@ -223,7 +255,8 @@ def _evaluation(training: Training) -> Iterator[None]:
 _on_device: list[tuple[TaskData, torch.device, TaskData]] = []
 
 
-def _data_on(data: TaskData, device: torch.device) -> TaskData:
+def data_on(data: TaskData, device: torch.device) -> TaskData:
+    """``data`` on ``device``, moved once per worker (the last data set moved is kept)."""
     if device.type == "cpu":
         return data
     if _on_device and _on_device[0][0] is data and _on_device[0][1] == device:
@@ -233,18 +266,93 @@ def _data_on(data: TaskData, device: torch.device) -> TaskData:
     return moved
 
 
-def _train(spec: TrialSpec, task: Task, data: TaskData, device: torch.device) -> _Outcome:
-    method = get_method(spec.method)
-    config = method.check_config(spec.config)
-    batch, token_budget = spec.batch_size, spec.token_budget
-    steps = task.steps_per_epoch(data.train, batch, token_budget)
+#: Added to the trial seed for the augmentation generator, so that augmentation never
+#: changes the order of the examples.
+AUGMENT_SEED_OFFSET = 1_000_003
+
+
+def generators(seed: int) -> tuple[torch.Generator, torch.Generator]:
+    """A trial's private generators: ``(shuffle, augment)``, seeded with ``seed`` and
+    ``seed + AUGMENT_SEED_OFFSET``."""
+    shuffle = torch.Generator().manual_seed(seed)
+    # a generator of its own, so that augmentation does not change the shuffling order
+    return shuffle, torch.Generator().manual_seed(seed + AUGMENT_SEED_OFFSET)
+
+
+def budget_of(spec: TrialSpec, task: Task, data: TaskData) -> Budget:
+    """The run ``spec``'s schedules are built for: ``task.steps_per_epoch`` checked."""
+    batch = spec.batch_size
+    steps = task.steps_per_epoch(data.train, batch, spec.token_budget)
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(
             f"task {task.name}: steps_per_epoch() gave {steps!r} for {len(data.train)} "
             f"training examples at batch size {batch}; a trial needs at least 1 step per epoch"
         )
-    budget = Budget(spec.epochs, steps, task.higher_is_better)
-    data = _data_on(data, device)
+    return Budget(spec.epochs, steps, task.higher_is_better)
+
+
+def autocast_of(spec: TrialSpec, device: torch.device) -> Callable[[], Any]:
+    """Mixed precision: a ``torch.autocast`` context for bf16/fp16, else a null context."""
+    amp_dtype = devices.AMP_DTYPES.get(spec.precision)
+    if amp_dtype is None:
+        return contextlib.nullcontext
+    return functools.partial(torch.autocast, device.type, dtype=amp_dtype)
+
+
+def synchronizer(device: torch.device) -> Callable[[], None] | None:
+    """What waits for a GPU's queued kernels (None on the CPU), so that an epoch's training
+    clock stops after its last steps ran, not inside the evaluation."""
+    if device.type == "cuda":
+        return functools.partial(torch.cuda.synchronize, device)
+    if device.type == "mps":
+        return torch.mps.synchronize
+    return None
+
+
+def diverged_at(value: float, epoch: int, step: int) -> str:
+    """The note of a trial whose training loss was not finite."""
+    return f"non-finite training loss ({value}) at epoch {epoch}, step {step}"
+
+
+def diverged_on_val(task: Task, value: float, epoch: int) -> str:
+    """The note of a trial whose validation metric was not finite."""
+    return f"non-finite validation {task.metric} ({value}) after epoch {epoch}"
+
+
+def epoch_record(
+    epoch: int,
+    train_loss: float,
+    val_metrics: dict[str, float],
+    task: Task,
+    applied: tuple[float, float],
+    budget: Budget,
+    elapsed_s: float,
+    train_s: float,
+) -> dict[str, Any]:
+    """One epoch of a history (the keys :class:`TrialResult` documents)."""
+    lr, momentum = applied
+    record = {
+        "epoch": epoch,
+        "train_loss": train_loss,
+        "val_metric": val_metrics[task.metric],
+        "lr": lr,
+        "momentum": momentum,
+        "steps": epoch * budget.steps_per_epoch,
+        "elapsed_s": elapsed_s,
+        "train_s": train_s,
+    }
+    if len(val_metrics) > 1:
+        record["val_metrics"] = val_metrics
+    return record
+
+
+def _train(spec: TrialSpec, task: Task, data: TaskData, device: torch.device) -> Outcome:
+    method = get_method(spec.method)
+    config = method.check_config(spec.config)
+    batch, token_budget = spec.batch_size, spec.token_budget
+    budget = budget_of(spec, task, data)
+    steps = budget.steps_per_epoch
+    data = data_on(data, device)
 
     torch.manual_seed(spec.seed)
     model = task.build_model()  # built on the CPU, so its initial weights are the CPU's
@@ -253,31 +361,19 @@ def _train(spec: TrialSpec, task: Task, data: TaskData, device: torch.device) ->
     channels_last = spec.channels_last
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    shuffle = torch.Generator().manual_seed(spec.seed)
-    # a generator of its own, so that augmentation does not change the shuffling order
-    augment = torch.Generator().manual_seed(spec.seed + 1_000_003)
+    shuffle, augment = generators(spec.seed)
     training = method.build(model.parameters(), config, budget)
     optimizer, after_step = training.optimizer, training.after_step
     applied = applied_reader(optimizer)
     # mixed precision: forward and loss under autocast; fp16 with a gradient scaler
-    amp_dtype = devices.AMP_DTYPES.get(spec.precision)
-    if amp_dtype is None:
-        autocast: Any = contextlib.nullcontext
-    else:
-        autocast = functools.partial(torch.autocast, device.type, dtype=amp_dtype)
+    autocast = autocast_of(spec, device)
     scaler = torch.amp.GradScaler(device.type) if spec.precision == "fp16" else None
     # the task's hooks, looked up once (the loop is kept lean)
     loss_fn, forward, detach = task.loss, task.forward, task.detach_state
     grad_clip, parameters = task.grad_clip, list(model.parameters())
     clip = torch.nn.utils.clip_grad_norm_
     last = steps - 1
-    # a GPU runs the last steps' kernels asynchronously: wait for them before the epoch's
-    # training clock stops, so that evaluation does not absorb them
-    synchronize: Any = None
-    if device.type == "cuda":
-        synchronize = functools.partial(torch.cuda.synchronize, device)
-    elif device.type == "mps":
-        synchronize = torch.mps.synchronize
+    synchronize = synchronizer(device)
     start = time.perf_counter()
     train_s = 0.0  # training steps only, summed over epochs
     history: list[dict[str, Any]] = []
@@ -290,7 +386,7 @@ def _train(spec: TrialSpec, task: Task, data: TaskData, device: torch.device) ->
             data.train, batch, shuffle, augment_generator=augment, token_budget=token_budget
         )
         total = 0.0
-        lr = momentum = math.nan
+        lr_momentum = (math.nan, math.nan)
         i = -1
         for i, (inputs, targets) in enumerate(batches):
             if i == steps:
@@ -302,9 +398,8 @@ def _train(spec: TrialSpec, task: Task, data: TaskData, device: torch.device) ->
                 loss = loss_fn(outputs, targets)
             value = loss.item()
             if not math.isfinite(value):
-                step = (epoch - 1) * steps + i
-                note = f"non-finite training loss ({value}) at epoch {epoch}, step {step}"
-                return _Outcome("diverged", history, note=note)
+                note = diverged_at(value, epoch, (epoch - 1) * steps + i)
+                return Outcome("diverged", history, note=note)
             total += value
             optimizer.zero_grad(set_to_none=True)
             if scaler is None:
@@ -320,7 +415,7 @@ def _train(spec: TrialSpec, task: Task, data: TaskData, device: torch.device) ->
                 scaler.step(optimizer)
                 scaler.update()
             if i == last:
-                lr, momentum = applied()  # before the schedulers move them on
+                lr_momentum = applied()  # before the schedulers move them on
             for hook in after_step:
                 hook()
         if i != last:
@@ -329,42 +424,49 @@ def _train(spec: TrialSpec, task: Task, data: TaskData, device: torch.device) ->
             synchronize()
         train_s += time.perf_counter() - epoch_start
         with _evaluation(training), autocast():
-            val_metrics = _evaluate(task, model, data.val, "validation")
+            val_metrics = evaluate(task, model, data.val, "validation")
         val = val_metrics[task.metric]
         if not math.isfinite(val):
-            note = f"non-finite validation {task.metric} ({val}) after epoch {epoch}"
-            return _Outcome("diverged", history, note=note)
+            return Outcome("diverged", history, note=diverged_on_val(task, val, epoch))
         for epoch_hook in training.after_epoch:
             epoch_hook(val)
-        record = {
-            "epoch": epoch,
-            "train_loss": total / steps,
-            "val_metric": val,
-            "lr": lr,
-            "momentum": momentum,
-            "steps": epoch * steps,
-            "elapsed_s": time.perf_counter() - start,
-            "train_s": train_s,
-        }
-        if len(val_metrics) > 1:
-            record["val_metrics"] = val_metrics
-        history.append(record)
+        elapsed = time.perf_counter() - start
+        history.append(
+            epoch_record(
+                epoch, total / steps, val_metrics, task, lr_momentum, budget, elapsed, train_s
+            )
+        )
+    return finish(task, model, data, spec.seed, val_metrics, history, autocast, training)
+
+
+def finish(
+    task: Task,
+    model: torch.nn.Module,
+    data: TaskData,
+    seed: int,
+    val_metrics: dict[str, float],
+    history: list[dict[str, Any]],
+    autocast: Callable[[], Any],
+    training: Training | None = None,
+) -> Outcome:
+    """The end of a trial that trained every epoch: the test metrics, then the task's
+    final outputs (between ``training``'s evaluation hooks, when given)."""
     with _evaluation(training):
         with autocast():
-            test_metrics = _evaluate(task, model, data.test, "test")
+            test_metrics = evaluate(task, model, data.test, "test")
         test = test_metrics[task.metric]
         if not math.isfinite(test):
-            return _Outcome("diverged", history, note=f"non-finite test {task.metric} ({test})")
+            return Outcome("diverged", history, note=f"non-finite test {task.metric} ({test})")
         metrics = {"val": val_metrics, "test": test_metrics}
         samples = None
         model.eval()
         with torch.no_grad(), autocast():
-            final = task.final_outputs(model, data, spec.seed)
+            final = task.final_outputs(model, data, seed)
     if final is not None:
         metrics["final"] = {name: float(value) for name, value in final.metrics.items()}
         if final.images is not None:
             samples = Samples.of(final.images)
-    return _Outcome("done", history, metrics, samples, metric=task.metric)
+    return Outcome("done", history, metrics, samples, metric=task.metric)
 
 
 def _miscounted(task: Task, steps: int, epoch: int, got: str) -> RuntimeError:

@@ -1,10 +1,17 @@
-"""What an executor is, and the one function every executor runs per trial.
+"""What an executor is, and the one function every executor runs per unit of work.
 
 An executor takes trial specs and yields their results in completion order::
 
     class Executor(Protocol):
         workers: int
         def map_unordered(self, specs: Iterable[TrialSpec]) -> Iterator[TrialResult]: ...
+
+An executor that also trains batches of trials together (:mod:`demon_optim.study.batched`)
+has ``map_units(units) -> Iterator[list[TrialResult]]``: a unit is a trial spec or a
+:class:`~demon_optim.study.batched.plan.TrialBatch`, and it yields the results of each unit
+together, as one list (its workers call :func:`execute_unit`). The driver claims all of a
+batch's trials when the executor takes it and writes its results in one transaction.
+The local and Ray executors have it; another executor without it runs every trial alone.
 
 ``specs`` is consumed lazily: an executor takes the next spec only when it can start it at
 once (a worker is free), because the driver claims each trial in the store as the executor
@@ -20,6 +27,7 @@ or actor per worker calling :func:`execute`) implements the same two members.
 from __future__ import annotations
 
 import contextlib
+import logging
 import pathlib
 import signal
 import threading
@@ -30,11 +38,14 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
+from demon_optim.study.batched.plan import TrialBatch, Unit, unit_specs
 from demon_optim.study.devices import deterministic_cuda
 from demon_optim.study.plugins import import_plugins
 from demon_optim.study.spec import TrialSpec
 from demon_optim.study.tasks import get_task
 from demon_optim.study.trial import TrialResult, run_trial, versions
+
+log = logging.getLogger(__name__)
 
 
 @runtime_checkable
@@ -64,23 +75,46 @@ def execute(spec: TrialSpec) -> TrialResult:
     Imports the spec's plugins first. Never raises for a trial's own problems: a plugin that
     fails, a missing data set or a crash is a result with status ``failed``.
     """
+    (result,) = execute_unit(spec)
+    return result
+
+
+def execute_unit(unit: Unit) -> list[TrialResult]:
+    """Run one unit of work in this process, a trial or a batch trained together; one
+    result per trial, as :func:`execute` (a batch whose model turns out not to batch is
+    trained one trial at a time)."""
+    specs = unit_specs(unit)
     started_at = time.time()
     try:
-        import_plugins(spec.plugins)  # a spawned or remote worker has not imported them yet
-        task = get_task(spec.task)
-        data_dir = None if spec.data_dir is None else pathlib.Path(spec.data_dir)
+        import_plugins(specs[0].plugins)  # a spawned or remote worker has not imported them
+        task = get_task(specs[0].task)
+        data_dir = None if specs[0].data_dir is None else pathlib.Path(specs[0].data_dir)
         data = task.load_data(data_dir)
     except Exception as exc:
-        return failed_result(
-            spec, f"{type(exc).__name__}: {exc}", traceback.format_exc(), started_at
+        return failed_results(
+            unit, f"{type(exc).__name__}: {exc}", traceback.format_exc(), started_at
         )
-    return run_trial(spec, data, task)
+    if isinstance(unit, TrialSpec):
+        return [run_trial(unit, data, task)]
+    from demon_optim.study.batched.models import NotBatchable
+    from demon_optim.study.batched.train import run_batch
+
+    try:
+        return run_batch(unit, data, task)
+    except NotBatchable as why:  # the driver's plan thought it would: train them alone
+        log.warning("%s runs one trial at a time: %s", unit.label(), why)
+        return [run_trial(spec, data, task) for spec in unit.specs]
 
 
 def failed_result(
-    spec: TrialSpec, error: str, tb: str | None = None, started_at: float | None = None
+    spec: TrialSpec,
+    error: str,
+    tb: str | None = None,
+    started_at: float | None = None,
+    execution: dict[str, object] | None = None,
 ) -> TrialResult:
-    """A result with status ``failed`` (for errors outside the training loop)."""
+    """A result with status ``failed`` (for errors outside the training loop);
+    ``execution``: the batch it was to train in (:meth:`TrialBatch.execution`)."""
     now = time.time()
     return TrialResult(
         spec=spec,
@@ -90,7 +124,16 @@ def failed_result(
         versions=versions(),
         error=error,
         traceback=tb,
+        execution=execution,
     )
+
+
+def failed_results(
+    unit: Unit, error: str, tb: str | None = None, started_at: float | None = None
+) -> list[TrialResult]:
+    """A failed result for each trial of ``unit`` (those of a batch say which batch)."""
+    execution = unit.execution() if isinstance(unit, TrialBatch) else None
+    return [failed_result(spec, error, tb, started_at, execution) for spec in unit_specs(unit)]
 
 
 @contextlib.contextmanager

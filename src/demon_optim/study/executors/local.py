@@ -2,11 +2,12 @@
 
 Each worker is a ``spawn``-ed process (no fork: torch's thread pools do not survive it) with
 one torch thread, that ignores SIGINT (Ctrl-C is the driver's to handle) and runs
-:func:`~demon_optim.study.executors.base.execute` on one spec at a time, keeping loaded
-data between trials. The driver hands each idle worker the next spec over the worker's own
-pipe, so it always knows which trial each worker runs: a worker that dies (killed, out of
-memory) yields a ``failed`` result for its trial and is replaced, instead of hanging the
-study. Workers exit on their own when the driver process disappears.
+:func:`~demon_optim.study.executors.base.execute_unit` on one unit of work at a time (a
+trial, or a batch of trials trained together), keeping loaded data between them. The
+driver hands each idle worker the next unit over the worker's own pipe, so it always knows
+what each worker runs: a worker that dies (killed, out of memory) yields ``failed`` results
+for its unit's trials and is replaced, instead of hanging the study. Workers exit on their
+own when the driver process disappears.
 """
 
 from __future__ import annotations
@@ -22,10 +23,11 @@ from multiprocessing.context import BaseContext
 import torch
 
 from demon_optim.errors import invalid
+from demon_optim.study.batched.plan import Unit
 from demon_optim.study.devices import PINNED_ENV
 from demon_optim.study.executors.base import (
-    execute,
-    failed_result,
+    execute_unit,
+    failed_results,
     setup_worker,
     sigint_ignored,
 )
@@ -105,37 +107,48 @@ class LocalExecutor:
         ``specs`` is consumed lazily: the next spec is taken only when a worker is free to
         start it (the driver claims a trial in the store as it hands it over).
         """
-        if self.in_process:
-            return self._run_here(specs)
-        return self._run_pool(specs)
+        units = self.map_units(specs)
+        try:
+            for results in units:
+                yield from results
+        finally:
+            units.close()
 
-    def _run_here(self, specs: Iterable[TrialSpec]) -> Iterator[TrialResult]:
+    def map_units(self, units: Iterable[Unit]) -> Iterator[list[TrialResult]]:
+        """Yield the results of each unit of work (a trial, or a batch trained together) as
+        it finishes, as one list; lazily, and stopping the workers when closed, as
+        :meth:`map_unordered`."""
+        if self.in_process:
+            return self._run_here(units)
+        return self._run_pool(units)
+
+    def _run_here(self, units: Iterable[Unit]) -> Iterator[list[TrialResult]]:
         threads = torch.get_num_threads()
         setup_worker()
         try:
-            for spec in specs:
-                yield execute(spec)
+            for unit in units:
+                yield execute_unit(unit)
         finally:
             torch.set_num_threads(threads)
 
-    def _run_pool(self, specs: Iterable[TrialSpec]) -> Iterator[TrialResult]:
-        todo = iter(specs)
+    def _run_pool(self, units: Iterable[Unit]) -> Iterator[list[TrialResult]]:
+        todo = iter(units)
         context = multiprocessing.get_context(self.start_method)
         kept = self._kept is not None
         workers: list[_Worker] = self._kept if self._kept is not None else []
         finished = False
         try:
             for worker in workers:  # kept from an earlier call, idle
-                if (spec := next(todo, None)) is None:
+                if (unit := next(todo, None)) is None:
                     break
                 if not worker.process.is_alive():
                     with sigint_ignored():
                         worker.restart(context)
-                worker.assign(spec)
-            while len(workers) < self.workers and (spec := next(todo, None)) is not None:
+                worker.assign(unit)
+            while len(workers) < self.workers and (unit := next(todo, None)) is not None:
                 with sigint_ignored():  # children inherit SIG_IGN across spawn's exec
                     workers.append(_Worker(context, self.gpu_of(len(workers))))
-                workers[-1].assign(spec)
+                workers[-1].assign(unit)
             while busy := [w for w in workers if w.current is not None]:
                 waiting = {}
                 for worker in busy:
@@ -143,14 +156,14 @@ class LocalExecutor:
                     waiting[worker.process.sentinel] = worker
                 ready = multiprocessing.connection.wait(list(waiting))
                 for worker in {waiting[r] for r in ready}:
-                    result = worker.collect()
-                    if worker.current is None and (spec := next(todo, None)) is not None:
+                    results = worker.collect()
+                    if worker.current is None and (unit := next(todo, None)) is not None:
                         if not worker.process.is_alive():
                             with sigint_ignored():
                                 worker.restart(context)
-                        worker.assign(spec)
-                    if result is not None:
-                        yield result
+                        worker.assign(unit)
+                    if results is not None:
+                        yield results
             finished = True
         finally:
             if kept and finished:
@@ -168,7 +181,7 @@ class _Worker:
     """One worker process and the driver's end of its pipe."""
 
     def __init__(self, context: BaseContext, gpu: int | None = None) -> None:
-        self.current: TrialSpec | None = None
+        self.current: Unit | None = None
         self.gpu = gpu
         self.restart(context)
 
@@ -178,15 +191,15 @@ class _Worker:
         self.process.start()
         child_end.close()
 
-    def assign(self, spec: TrialSpec) -> None:
-        self.current = spec
-        with contextlib.suppress(OSError):  # a dead worker: collect() reports its trial
-            self.connection.send(spec)
+    def assign(self, unit: Unit) -> None:
+        self.current = unit
+        with contextlib.suppress(OSError):  # a dead worker: collect() reports its trials
+            self.connection.send(unit)
 
-    def collect(self) -> TrialResult | None:
-        """The finished trial's result; a failed result if the process died running it."""
-        spec = self.current
-        if spec is None:
+    def collect(self) -> list[TrialResult] | None:
+        """The finished unit's results; failed results if the process died running it."""
+        unit = self.current
+        if unit is None:
             return None
         try:
             if self.connection.poll():
@@ -199,11 +212,12 @@ class _Worker:
             return None  # woken by something else; keep waiting
         self.process.join()
         self.current = None
-        return failed_result(
-            spec,
-            f"WorkerDied: the worker process running this trial exited with code "
-            f"{self.process.exitcode} (killed, or out of memory?)",
+        what = "this trial" if isinstance(unit, TrialSpec) else f"this trial's {unit.label()}"
+        error = (
+            f"WorkerDied: the worker process running {what} exited with code "
+            f"{self.process.exitcode} (killed, or out of memory?)"
         )
+        return failed_results(unit, error)
 
     def release(self) -> None:
         """Ask an idle worker to exit."""
@@ -224,7 +238,8 @@ class _Worker:
 
 
 def _worker_main(connection: multiprocessing.connection.Connection, gpu: int | None) -> None:
-    """A worker's loop: receive a spec, send back its result; None (or no driver) ends it."""
+    """A worker's loop: receive a unit of work, send back its results; None (or no driver)
+    ends it."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if gpu is not None:  # before CUDA's first use in this process, which reads it once
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
@@ -237,11 +252,11 @@ def _worker_main(connection: multiprocessing.connection.Connection, gpu: int | N
                 return
             continue
         try:
-            spec = connection.recv()
+            unit = connection.recv()
         except (EOFError, OSError):
             return
-        if spec is None:
+        if unit is None:
             # Every result has been sent (send() returns once written) and nothing else needs
             # flushing: skip the interpreter's slow teardown of torch.
             os._exit(0)
-        connection.send(execute(spec))
+        connection.send(execute_unit(unit))

@@ -1,15 +1,16 @@
 """Run trials as Ray tasks, on a Ray cluster or on a local one started here.
 
-One Ray task per trial, declaring its CPU/GPU needs so Ray places it; at most ``workers``
-tasks are in flight, and results stream back in completion order (``ray.wait``). Each Ray
-worker process runs :func:`~demon_optim.study.executors.base.setup_worker` once and then
-:func:`~demon_optim.study.executors.base.execute` per trial, so loaded data stays cached in
-the worker between trials, as with the local executor. The driver alone writes to the store
+One Ray task per unit of work (a trial, or a batch of trials trained together), declaring
+its CPU/GPU needs so Ray places it; at most ``workers`` tasks are in flight, and results
+stream back in completion order (``ray.wait``). Each Ray worker process runs
+:func:`~demon_optim.study.executors.base.setup_worker` once and then
+:func:`~demon_optim.study.executors.base.execute_unit` per unit, so loaded data stays cached
+in the worker between trials, as with the local executor. The driver alone writes to the store
 (:func:`~demon_optim.study.executors.run_study`): workers only return results, so a cluster
 needs no shared file system and no database server.
 
-A task whose worker dies (killed, out of memory, its node lost) yields a ``failed`` result
-for its trial, and the study goes on; the next ``demon-optim run`` retries it. Closing the
+A task whose worker dies (killed, out of memory, its node lost) yields ``failed`` results
+for its trials, and the study goes on; the next ``demon-optim run`` retries it. Closing the
 iterator (Ctrl-C, an error in the driver) cancels the tasks still queued or running (on
 the local cluster started here, by stopping that cluster; it starts again when needed).
 
@@ -26,20 +27,22 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from demon_optim.errors import ConfigError, invalid
-from demon_optim.study.executors.base import execute, failed_result, setup_worker
+from demon_optim.study.batched.plan import Unit, unit_specs
+from demon_optim.study.executors.base import execute_unit, failed_results, setup_worker
 from demon_optim.study.spec import TrialSpec
 from demon_optim.study.trial import TrialResult
 
 #: Fault injection for tests: a Ray worker that is asked to run the trial whose id is in
-#: this environment variable exits at once (``os._exit``), as a worker killed by the system
-#: would. Read in the worker, so set it before the Ray cluster starts.
+#: this environment variable (or a batch holding it) exits at once (``os._exit``), as a
+#: worker killed by the system would. Read in the worker, so set it before the Ray cluster
+#: starts.
 CRASH_TRIAL_ENV = "DEMON_OPTIM_RAY_CRASH_TRIAL"
 
 _worker_ready = False  # per Ray worker process: setup_worker() done
 
 
-def _run_trial(spec: TrialSpec, threads: int) -> TrialResult:
-    """The body of the Ray task: set the worker up once, then run one trial."""
+def _run_unit(unit: Unit, threads: int) -> list[TrialResult]:
+    """The body of the Ray task: set the worker up once, then run one unit of work."""
     global _worker_ready
     if not _worker_ready:
         setup_worker()
@@ -48,9 +51,9 @@ def _run_trial(spec: TrialSpec, threads: int) -> TrialResult:
 
             torch.set_num_threads(threads)
         _worker_ready = True
-    if os.environ.get(CRASH_TRIAL_ENV) == spec.trial_id:
+    if os.environ.get(CRASH_TRIAL_ENV) in {spec.trial_id for spec in unit_specs(unit)}:
         os._exit(1)
-    return execute(spec)
+    return execute_unit(unit)
 
 
 def _import_ray() -> Any:
@@ -126,7 +129,7 @@ class RayExecutor:
                     f"{num_cpus_per_trial} CPUs and {num_gpus_per_trial} GPUs"
                 )
         self.workers = workers
-        self._task = ray.remote(_run_trial).options(
+        self._task = ray.remote(_run_unit).options(
             num_cpus=num_cpus_per_trial,
             num_gpus=num_gpus_per_trial,
             max_retries=max_retries,
@@ -139,20 +142,31 @@ class RayExecutor:
         ``specs`` is consumed lazily: the next spec is taken when fewer than ``workers``
         tasks are in flight (the driver claims a trial in the store as it hands it over).
         """
+        units = self.map_units(specs)
+        try:
+            for results in units:
+                yield from results
+        finally:
+            units.close()
+
+    def map_units(self, units: Iterable[Unit]) -> Iterator[list[TrialResult]]:
+        """Yield the results of each unit of work (a trial, or a batch trained together) as
+        one list, as it finishes; lazily, cancelling the rest when closed, as
+        :meth:`map_unordered`."""
         ray = self._ray
         if self._own_cluster is not None and not ray.is_initialized():
             ray.init(**self._own_cluster)  # stopped after an interrupted run: start it again
-        todo = iter(specs)
-        running: dict[Any, TrialSpec] = {}
+        todo = iter(units)
+        running: dict[Any, Unit] = {}
         more = True
         try:
             while more or running:
                 while more and len(running) < self.workers:
-                    spec = next(todo, None)
-                    if spec is None:
+                    unit = next(todo, None)
+                    if unit is None:
                         more = False
                     else:
-                        running[self._task.remote(spec, self._threads)] = spec
+                        running[self._task.remote(unit, self._threads)] = unit
                 if not running:
                     break
                 ready, _ = ray.wait(list(running), num_returns=1)
@@ -180,19 +194,22 @@ class RayExecutor:
             with contextlib.suppress(Exception):
                 ray.cancel(ref, force=False)
 
-    def _collect(self, ref: Any, spec: TrialSpec) -> TrialResult:
-        """A finished task's result; a failed result if its worker died or Ray failed it."""
+    def _collect(self, ref: Any, unit: Unit) -> list[TrialResult]:
+        """A finished task's results; failed results if its worker died or Ray failed it."""
         ray = self._ray
+        specs = unit_specs(unit)
+        what = "this trial" if len(specs) == 1 else f"this trial's batch of {len(specs)}"
         try:
             return ray.get(ref)
         except ray.exceptions.WorkerCrashedError as error:
-            return failed_result(
-                spec,
-                "WorkerDied: the Ray worker running this trial died (killed, or out of "
-                f"memory?): {_first_line(error)}",
+            message = (
+                f"WorkerDied: the Ray worker running {what} died (killed, or out of "
+                f"memory?): {_first_line(error)}"
             )
+            return failed_results(unit, message)
         except ray.exceptions.RayError as error:
-            return failed_result(spec, f"{type(error).__name__}: {_first_line(error)}", str(error))
+            message = f"{type(error).__name__}: {_first_line(error)}"
+            return failed_results(unit, message, str(error))
 
 
 def _first_line(error: BaseException) -> str:

@@ -202,4 +202,5 @@ def store_row(trial: ImportedTrial, now: datetime.datetime | None = None) -> dic
             "record": trial.record,
             **trial.details,
         },
+        "execution": None,  # not trained here
     }

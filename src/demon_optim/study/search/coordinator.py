@@ -26,7 +26,7 @@ import contextlib
 import hashlib
 import json
 import statistics
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -276,6 +276,8 @@ def run_with_searches(
     executor: Executor,
     *,
     progress: bool = False,
+    batch_trials: str | int = "off",
+    echo: Callable[[str], None] | None = None,
 ) -> RunReport:
     """Run the grid's ``specs`` and every search to its budget, in rounds of
     :func:`~demon_optim.study.executors.run_study`: the first round runs the grid and each
@@ -291,7 +293,9 @@ def run_with_searches(
             if not todo:
                 break
             submitted.update(s.trial_id for s in todo)
-            report = run_study(todo, store, executor, progress=progress)
+            report = run_study(
+                todo, store, executor, progress=progress, batch_trials=batch_trials, echo=echo
+            )
             _add(total, report)
             if report.interrupted:
                 break

@@ -1,0 +1,177 @@
+"""Batched trials: a whole study with ``--batch-trials auto`` vs ``off``, end to end.
+
+Each run is the real command, ``python -m demon_optim run STUDY --store FRESH
+--batch-trials X --no-progress`` with the default workers (one per core), timed from start
+to exit (process start, every trial, the store, the table and the report), the two settings
+interleaved; the ratio is off's median over auto's. After each pair it compares the two
+studies as a reader would: per task and method, the selected configuration and its test
+mean, and the largest difference of a selected test mean in units of the seeds' standard
+deviation (batched numerics differ from unbatched in the last bits, so trials differ within
+seed noise, not bit for bit).
+
+Studies: any preset or study file, and three built in here, one per MNIST-1D model family
+(``family-mlp``, ``family-cnn``, ``family-gru``: quick's 12 methods and grids on that
+model, 2 seeds, 20 epochs; 96 trials each). The goals on 2 cores: ``quick`` and
+``robustness`` at least 2x. On Linux it also reports how many cores other processes took
+during each run (``/proc/stat`` minus the command's own CPU time): a busy neighbour changes
+the ratio, so measure on an otherwise idle machine (``--max-others`` redoes disturbed runs).
+
+    python benchmarks/batched_trials.py [--study quick] [--study family-cnn] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from demon_optim.study.presets import QUICK
+from demon_optim.study.results import summarize
+from demon_optim.study.spec import expand, load_study
+from demon_optim.study.store import ResultStore
+
+FAMILIES = {"family-mlp": "mnist1d-mlp", "family-cnn": "mnist1d-cnn", "family-gru": "mnist1d-gru"}
+
+
+def family_study(name: str, folder: Path) -> str:
+    """quick's methods and grids on one MNIST-1D model, 20 epochs: a study file."""
+    task = FAMILIES[name]
+    text = QUICK.replace('tasks = ["mnist1d-mlp"]', f'tasks = ["{task}"]')
+    text = text.replace("epochs = 60", "epochs = 20")
+    path = folder / f"{name}.toml"
+    path.write_text(f'name = "{name}"\n' + text)
+    return str(path)
+
+
+def busy_cpu_seconds() -> float | None:
+    """CPU seconds all processes have used since boot (Linux), else None."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    except OSError:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def timed_run(study: str, setting: str, folder: Path) -> tuple[float, float, Path]:
+    """(seconds, cores other processes took meanwhile, the store) of one run."""
+    store = folder / f"{setting}-{time.monotonic_ns()}" / "s.sqlite"
+    command = [sys.executable, "-m", "demon_optim", "run", study, "--store", str(store)]
+    command += ["--batch-trials", setting, "--no-progress"]
+    busy, own = busy_cpu_seconds(), children_cpu_seconds()
+    start = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    elapsed = time.perf_counter() - start
+    busy_after, own_after = busy_cpu_seconds(), children_cpu_seconds()
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} exited {done.returncode}:\n{done.stderr}")
+    plan = [line for line in done.stderr.splitlines() if line.startswith("batch_trials")]
+    others = 0.0
+    if busy is not None and busy_after is not None:
+        others = max(0.0, (busy_after - busy) - (own_after - own)) / elapsed
+    print(
+        f"  --batch-trials {setting}: {elapsed:.1f} s; other processes used {others:.2f} cores"
+        + (f"; {plan[0]}" if plan else ""),
+        flush=True,
+    )
+    return elapsed, others, store
+
+
+def selected(study: str, store: Path) -> dict[tuple[str, int, str], tuple[str, float, float]]:
+    """(task, epochs, method) -> (selected configuration, test mean, test std)."""
+    specs = expand(load_study(study))
+    with ResultStore(store, readonly=True) as results:
+        rows = results.rows()
+    table = {}
+    for task in summarize(specs, rows):
+        for row in task.rows:
+            mean = math.nan if row.test_mean is None else row.test_mean
+            std = math.nan if row.test_std is None else row.test_std
+            table[(task.task, task.epochs, row.method)] = (row.shown, mean, std)
+    return table
+
+
+def compare(study: str, off: Path, auto: Path) -> None:
+    """Print where the two runs' selections differ, and the largest difference of a test
+    mean in units of the seeds' standard deviation (the larger of the two runs')."""
+    one, other = selected(study, off), selected(study, auto)
+    same = sum(one[k][0] == other[k][0] for k in one)
+    worst, where = 0.0, ""
+    for key, (config, mean, std) in one.items():
+        config_b, mean_b, std_b = other[key]
+        noise = max(std, std_b)
+        if noise > 0 and math.isfinite(mean - mean_b):
+            ratio = abs(mean - mean_b) / noise
+            if ratio > worst:
+                worst, where = ratio, f"{key[2]}: {mean:.4f} vs {mean_b:.4f} (std {noise:.4f})"
+        if config != config_b:
+            print(f"    {key[0]} {key[2]}: off selects {config}, auto {config_b}")
+    print(
+        f"    same selected configuration for {same} of {len(one)} methods; largest "
+        f"difference of a selected test mean: {worst:.2f} seed std ({where})"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--study",
+        action="append",
+        default=[],
+        help=f"preset, study file or one of {', '.join(FAMILIES)} (repeatable; default quick)",
+    )
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved runs of each")
+    parser.add_argument(
+        "--max-others",
+        type=float,
+        default=None,
+        help="discard and redo a run while other processes used more cores than this",
+    )
+    parser.add_argument("--retries", type=int, default=10, help="redo limit per run")
+    args = parser.parse_args()
+    print(
+        f"{os.cpu_count()} CPU cores, default workers; goals: quick and robustness >= 2x "
+        "faster with --batch-trials auto than off"
+    )
+    summary = []
+    with tempfile.TemporaryDirectory() as temporary:
+        folder = Path(temporary)
+        for name in args.study or ["quick"]:
+            study = family_study(name, folder) if name in FAMILIES else name
+            print(f"study {name}:", flush=True)
+            times: dict[str, list[float]] = {"off": [], "auto": []}
+            for repeat in range(args.repeats):
+                stores = {}
+                for setting in ("off", "auto") if repeat % 2 == 0 else ("auto", "off"):
+                    for _ in range(args.retries + 1):
+                        elapsed, others, store = timed_run(study, setting, folder)
+                        if args.max_others is None or others <= args.max_others:
+                            break
+                        print(f"  (discarded: a busy neighbour used {others:.2f} cores)")
+                    times[setting].append(elapsed)
+                    stores[setting] = store
+                compare(study, stores["off"], stores["auto"])
+            off, auto = statistics.median(times["off"]), statistics.median(times["auto"])
+            line = (
+                f"{name}: off {off:.1f} s, auto {auto:.1f} s (medians of {args.repeats}) -> "
+                f"{off / auto:.2f}x"
+            )
+            print(line, flush=True)
+            summary.append(line)
+    print("\n".join(summary))
+
+
+if __name__ == "__main__":
+    main()

@@ -140,7 +140,7 @@ def wait_for_rows(process: subprocess.Popen, store: pathlib.Path, rows: int) -> 
 
 
 def test_sigkill_during_a_batch_loses_only_the_batches_training(tmp_path: pathlib.Path) -> None:
-    path = write_study(tmp_path, epochs=40, batch_trials="4")
+    path = write_study(tmp_path, epochs=30, batch_trials="4")
     store = tmp_path / "killed.sqlite"
     command = [sys.executable, "-m", "demon_optim", "run", str(path), "--store", str(store)]
     command += ["--workers", "2", "--no-progress"]

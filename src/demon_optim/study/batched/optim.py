@@ -454,6 +454,33 @@ class BatchedOptimizer:
                 p.grad.detach_()
                 p.grad.zero_()
 
+    def select(self, keep: Sequence[int], params: Sequence[Tensor]) -> BatchedOptimizer:
+        """The models ``keep`` (indices here, in their new order) as a new optimizer over
+        ``params``, their parameters stacked anew (``params[i][k]`` holds
+        ``self.params[i][keep[k]]``), each with its state (buffers, moments, update counts)
+        copied, so that it steps on exactly as it would have here. The batched trial loop
+        drops the models that stopped this way, so that they cost nothing more."""
+        new = BatchedOptimizer(params, self.kind)
+        if new.size != len(keep) or len(new.params) != len(self.params):
+            raise invalid("params", f"{len(new.params)} of {new.size} models", f"{len(keep)}")
+        index = torch.tensor(list(keep), dtype=torch.long, device=self.params[0].device)
+        if self.kind in _ADAM_KINDS:
+            for mine, theirs in (
+                (self.exp_avgs, new.exp_avgs),
+                (self.exp_avg_sqs, new.exp_avg_sqs),
+            ):
+                for old, fresh in zip(mine, theirs, strict=True):
+                    fresh.copy_(old.index_select(0, index))
+            kept: dict[int, tuple[int, ...]] = {}  # one history stays one (shared) tuple
+            for i, counts in enumerate(self.steps):
+                if id(counts) not in kept:
+                    kept[id(counts)] = tuple(counts[m] for m in keep)
+                new.steps[i] = kept[id(counts)]
+        else:
+            for old, fresh in zip(self.momentum_buffers, new.momentum_buffers, strict=True):
+                fresh.copy_(old.index_select(0, index))
+        return new
+
     def member_state(self, m: int) -> list[dict[str, Any]]:
         """Model ``m``'s state per parameter, named as its unbatched optimizer names it
         (views of the stacked state): ``momentum_buffer`` (SGD kinds; zero until the first

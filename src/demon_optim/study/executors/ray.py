@@ -28,7 +28,12 @@ from typing import Any
 
 from demon_optim.errors import ConfigError, invalid
 from demon_optim.study.batched.plan import Unit, unit_specs
-from demon_optim.study.executors.base import execute_unit, failed_results, setup_worker
+from demon_optim.study.executors.base import (
+    each_result,
+    execute_unit,
+    failed_results,
+    setup_worker,
+)
 from demon_optim.study.spec import TrialSpec
 from demon_optim.study.trial import TrialResult
 
@@ -142,12 +147,7 @@ class RayExecutor:
         ``specs`` is consumed lazily: the next spec is taken when fewer than ``workers``
         tasks are in flight (the driver claims a trial in the store as it hands it over).
         """
-        units = self.map_units(specs)
-        try:
-            for results in units:
-                yield from results
-        finally:
-            units.close()
+        return each_result(self.map_units(specs))
 
     def map_units(self, units: Iterable[Unit]) -> Iterator[list[TrialResult]]:
         """Yield the results of each unit of work (a trial, or a batch trained together) as

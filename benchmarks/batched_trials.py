@@ -5,9 +5,10 @@ Each run is the real command, ``python -m demon_optim run STUDY --store FRESH
 to exit (process start, every trial, the store, the table and the report), the two settings
 interleaved; the ratio is off's median over auto's. After each pair it compares the two
 studies as a reader would: per task and method, the selected configuration and its test
-mean, and the largest difference of a selected test mean in units of the seeds' standard
-deviation (batched numerics differ from unbatched in the last bits, so trials differ within
-seed noise, not bit for bit).
+mean, and the largest difference of a selected test mean in units of its standard
+error (batched numerics differ from unbatched in the last bits, so trials differ within
+seed noise, not bit for bit); ``--seed-noise`` also runs the study unbatched with other
+seeds, to show how far apart two runs differing only by seed noise are.
 
 Studies: any preset or study file, and three built in here, one per MNIST-1D model family
 (``family-mlp``, ``family-cnn``, ``family-gru``: quick's 12 methods and grids on that
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 import resource
 import statistics
 import subprocess
@@ -32,7 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from demon_optim.study.presets import QUICK
+from demon_optim.study.presets import QUICK, preset_names, preset_text
 from demon_optim.study.results import summarize
 from demon_optim.study.spec import expand, load_study
 from demon_optim.study.store import ResultStore
@@ -89,8 +91,8 @@ def timed_run(study: str, setting: str, folder: Path) -> tuple[float, float, Pat
     return elapsed, others, store
 
 
-def selected(study: str, store: Path) -> dict[tuple[str, int, str], tuple[str, float, float]]:
-    """(task, epochs, method) -> (selected configuration, test mean, test std)."""
+def selected(study: str, store: Path) -> dict[tuple[str, int, str], tuple[str, float, float, int]]:
+    """(task, epochs, method) -> (selected configuration, test mean, test std, seeds)."""
     specs = expand(load_study(study))
     with ResultStore(store, readonly=True) as results:
         rows = results.rows()
@@ -99,29 +101,46 @@ def selected(study: str, store: Path) -> dict[tuple[str, int, str], tuple[str, f
         for row in task.rows:
             mean = math.nan if row.test_mean is None else row.test_mean
             std = math.nan if row.test_std is None else row.test_std
-            table[(task.task, task.epochs, row.method)] = (row.shown, mean, std)
+            table[(task.task, task.epochs, row.method)] = (row.shown, mean, std, row.seeds)
     return table
 
 
-def compare(study: str, off: Path, auto: Path) -> None:
-    """Print where the two runs' selections differ, and the largest difference of a test
-    mean in units of the seeds' standard deviation (the larger of the two runs')."""
-    one, other = selected(study, off), selected(study, auto)
-    same = sum(one[k][0] == other[k][0] for k in one)
-    worst, where = 0.0, ""
-    for key, (config, mean, std) in one.items():
-        config_b, mean_b, std_b = other[key]
-        noise = max(std, std_b)
-        if noise > 0 and math.isfinite(mean - mean_b):
-            ratio = abs(mean - mean_b) / noise
-            if ratio > worst:
-                worst, where = ratio, f"{key[2]}: {mean:.4f} vs {mean_b:.4f} (std {noise:.4f})"
+def compare(study: str, off: Path, other: Path, other_study: str | None = None) -> str:
+    """How two runs' selections differ: per method the selected configuration, and its
+    test means' difference in units of its standard error, ``z = |a - b| / sqrt(s_a^2 /
+    n_a + s_b^2 / n_b)`` (s the seeds' sample std, n the seeds): within seed noise at
+    ``z <= 2``."""
+    one, two = selected(study, off), selected(other_study or study, other)
+    same = sum(one[k][0] == two[k][0] for k in one)
+    worst, where, within = 0.0, "", 0
+    for key, (config, mean, std, n) in one.items():
+        config_b, mean_b, std_b, n_b = two[key]
+        error = math.sqrt(std**2 / max(n, 1) + std_b**2 / max(n_b, 1))
+        z = abs(mean - mean_b) / error if error > 0 else math.inf * (mean != mean_b)
+        within += z <= 2
+        if z > worst:
+            worst, where = z, f"{key[2]}: {mean:.4f} vs {mean_b:.4f}"
         if config != config_b:
-            print(f"    {key[0]} {key[2]}: off selects {config}, auto {config_b}")
-    print(
-        f"    same selected configuration for {same} of {len(one)} methods; largest "
-        f"difference of a selected test mean: {worst:.2f} seed std ({where})"
+            print(f"    {key[0]} {key[2]}: {config} vs {config_b}")
+    line = (
+        f"same selected configuration for {same} of {len(one)} methods; selected test means "
+        f"within 2 standard errors for {within} of {len(one)}, largest z = {worst:.2f} ({where})"
     )
+    print(f"    {line}", flush=True)
+    return line
+
+
+def with_seeds(study: str, folder: Path) -> str:
+    """The study with other seeds (as many, after its own), as a study file: the seed noise
+    to compare batched against unbatched with."""
+    parsed = load_study(study)
+    text = preset_text(study) if study in preset_names() else Path(study).read_text()
+    seeds = [max(parsed.seeds) + 1 + i for i in range(len(parsed.seeds))]
+    text = re.sub(r"^seeds = .*$", f"seeds = {seeds}", text, count=1, flags=re.MULTILINE)
+    text = re.sub(r"^name = .*\n", "", text, flags=re.MULTILINE)
+    path = folder / f"{parsed.name}-other-seeds.toml"
+    path.write_text(text)
+    return str(path)
 
 
 def main() -> None:
@@ -140,6 +159,12 @@ def main() -> None:
         help="discard and redo a run while other processes used more cores than this",
     )
     parser.add_argument("--retries", type=int, default=10, help="redo limit per run")
+    parser.add_argument(
+        "--seed-noise",
+        action="store_true",
+        help="also run the study unbatched with other seeds: how far two runs that differ "
+        "only by seed noise are apart, by the same measures",
+    )
     args = parser.parse_args()
     print(
         f"{os.cpu_count()} CPU cores, default workers; goals: quick and robustness >= 2x "
@@ -162,12 +187,19 @@ def main() -> None:
                         print(f"  (discarded: a busy neighbour used {others:.2f} cores)")
                     times[setting].append(elapsed)
                     stores[setting] = store
-                compare(study, stores["off"], stores["auto"])
+                agreement = compare(study, stores["off"], stores["auto"])
             off, auto = statistics.median(times["off"]), statistics.median(times["auto"])
             line = (
                 f"{name}: off {off:.1f} s, auto {auto:.1f} s (medians of {args.repeats}) -> "
-                f"{off / auto:.2f}x"
+                f"{off / auto:.2f}x; auto vs off: {agreement}"
             )
+            if args.seed_noise:
+                other = with_seeds(study, folder)
+                print(f"  seed noise: --batch-trials off with other seeds {other}", flush=True)
+                _, _, store = timed_run(other, "off", folder)
+                line += (
+                    f"; off vs off with other seeds: {compare(study, stores['off'], store, other)}"
+                )
             print(line, flush=True)
             summary.append(line)
     print("\n".join(summary))

@@ -6,9 +6,11 @@ to exit (process start, every trial, the store, the table and the report), the t
 interleaved; the ratio is off's median over auto's. After each pair it compares the two
 studies as a reader would: per task and method, the selected configuration and its test
 mean, and the largest difference of a selected test mean in units of its standard
-error (batched numerics differ from unbatched in the last bits, so trials differ within
-seed noise, not bit for bit); ``--seed-noise`` also runs the study unbatched with other
-seeds, to show how far apart two runs differing only by seed noise are.
+error; and over every configuration (a heatmap's cells) the mean absolute difference of its
+test means over the seeds (batched numerics differ from unbatched in the last bits, so
+trials differ within seed noise, not bit for bit); ``--seed-noise`` also runs the study
+unbatched with other seeds, to show how far apart two runs differing only by seed noise
+are by the same measures.
 
 Studies: any preset or study file, and three built in here, one per MNIST-1D model family
 (``family-mlp``, ``family-cnn``, ``family-gru``: quick's 12 methods and grids on that
@@ -18,6 +20,7 @@ during each run (``/proc/stat`` minus the command's own CPU time): a busy neighb
 the ratio, so measure on an otherwise idle machine (``--max-others`` redoes disturbed runs).
 
     python benchmarks/batched_trials.py [--study quick] [--study family-cnn] [--repeats 3]
+        [--keep runs/batched-bench]   # keep the stores, to report on them
 """
 
 from __future__ import annotations
@@ -26,13 +29,14 @@ import argparse
 import math
 import os
 import re
-import resource
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from cpu_meter import OtherCores
 
 from demon_optim.study.presets import QUICK, preset_names, preset_text
 from demon_optim.study.results import summarize
@@ -52,43 +56,23 @@ def family_study(name: str, folder: Path) -> str:
     return str(path)
 
 
-def busy_cpu_seconds() -> float | None:
-    """CPU seconds all processes have used since boot (Linux), else None."""
-    try:
-        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
-    except OSError:
-        return None
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[:8])
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-
-
-def children_cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
 def timed_run(study: str, setting: str, folder: Path) -> tuple[float, float, Path]:
     """(seconds, cores other processes took meanwhile, the store) of one run."""
-    store = folder / f"{setting}-{time.monotonic_ns()}" / "s.sqlite"
+    store = folder / f"{Path(study).stem}-{setting}-{time.monotonic_ns()}" / "s.sqlite"
     command = [sys.executable, "-m", "demon_optim", "run", study, "--store", str(store)]
     command += ["--batch-trials", setting, "--no-progress"]
-    busy, own = busy_cpu_seconds(), children_cpu_seconds()
-    start = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
-    elapsed = time.perf_counter() - start
-    busy_after, own_after = busy_cpu_seconds(), children_cpu_seconds()
+    with OtherCores() as meter:
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(command)} exited {done.returncode}:\n{done.stderr}")
     plan = [line for line in done.stderr.splitlines() if line.startswith("batch_trials")]
-    others = 0.0
-    if busy is not None and busy_after is not None:
-        others = max(0.0, (busy_after - busy) - (own_after - own)) / elapsed
+    others = meter.cores or 0.0
     print(
-        f"  --batch-trials {setting}: {elapsed:.1f} s; other processes used {others:.2f} cores"
-        + (f"; {plan[0]}" if plan else ""),
+        f"  --batch-trials {setting}: {meter.elapsed:.1f} s; other processes used "
+        f"{others:.2f} cores" + (f"; {plan[0]}" if plan else ""),
         flush=True,
     )
-    return elapsed, others, store
+    return meter.elapsed, others, store
 
 
 def selected(study: str, store: Path) -> dict[tuple[str, int, str], tuple[str, float, float, int]]:
@@ -103,6 +87,25 @@ def selected(study: str, store: Path) -> dict[tuple[str, int, str], tuple[str, f
             std = math.nan if row.test_std is None else row.test_std
             table[(task.task, task.epochs, row.method)] = (row.shown, mean, std, row.seeds)
     return table
+
+
+def configuration_means(store: Path) -> dict[tuple[str, int, str, str], float]:
+    """(task, epochs, method, configuration) -> the test metric's mean over its seeds, for
+    every configuration all of whose seeds finished (not diverged): the heatmaps' cells."""
+    with ResultStore(store, readonly=True) as results:
+        rows = results.rows()
+    seeds: dict[tuple[str, int, str, str], list[float]] = {}
+    for row in rows:
+        key = (
+            row["task"],
+            row["epochs"],
+            row["method"],
+            repr(sorted(row["hyperparameters"].items())),
+        )
+        seeds.setdefault(key, []).append(
+            row["test_metric"] if row["status"] == "done" else math.nan
+        )
+    return {k: statistics.mean(v) for k, v in seeds.items() if not any(map(math.isnan, v))}
 
 
 def compare(study: str, off: Path, other: Path, other_study: str | None = None) -> str:
@@ -122,9 +125,16 @@ def compare(study: str, off: Path, other: Path, other_study: str | None = None) 
             worst, where = z, f"{key[2]}: {mean:.4f} vs {mean_b:.4f}"
         if config != config_b:
             print(f"    {key[0]} {key[2]}: {config} vs {config_b}")
+    cells_a, cells_b = configuration_means(off), configuration_means(other)
+    shared = cells_a.keys() & cells_b.keys()
+    differences = [cells_a[k] - cells_b[k] for k in shared]
     line = (
         f"same selected configuration for {same} of {len(one)} methods; selected test means "
-        f"within 2 standard errors for {within} of {len(one)}, largest z = {worst:.2f} ({where})"
+        f"within 2 standard errors for {within} of {len(one)}, largest z = {worst:.2f} ({where}); "
+        f"every configuration's test mean ({len(shared)} in both): mean |difference| "
+        f"{statistics.fmean(map(abs, differences)):.4f} (median "
+        f"{statistics.median(map(abs, differences)):.4f}), mean difference "
+        f"{statistics.fmean(differences):+.4f}"
     )
     print(f"    {line}", flush=True)
     return line
@@ -160,6 +170,12 @@ def main() -> None:
     )
     parser.add_argument("--retries", type=int, default=10, help="redo limit per run")
     parser.add_argument(
+        "--keep",
+        type=Path,
+        default=None,
+        help="keep every run's store under this folder (default: a temporary one, removed)",
+    )
+    parser.add_argument(
         "--seed-noise",
         action="store_true",
         help="also run the study unbatched with other seeds: how far two runs that differ "
@@ -173,6 +189,9 @@ def main() -> None:
     summary = []
     with tempfile.TemporaryDirectory() as temporary:
         folder = Path(temporary)
+        if args.keep is not None:
+            folder = args.keep
+            folder.mkdir(parents=True, exist_ok=True)
         for name in args.study or ["quick"]:
             study = family_study(name, folder) if name in FAMILIES else name
             print(f"study {name}:", flush=True)

@@ -16,53 +16,32 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import statistics
 import tempfile
 import time
 from pathlib import Path
+
+from cpu_meter import OtherCores
 
 from demon_optim.study.executors import LocalExecutor, run_study
 from demon_optim.study.spec import expand, load_study
 from demon_optim.study.store import ResultStore
 
 
-def busy_cpu_seconds() -> float | None:
-    """CPU seconds all processes have used since boot (Linux), else None."""
-    try:
-        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
-    except OSError:
-        return None
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[:8])
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-
-
-def own_cpu_seconds() -> float:
-    """CPU seconds of this process and its finished children (the workers)."""
-    own = resource.getrusage(resource.RUSAGE_SELF)
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
-
-
 def timed_run(study: str, workers: int, folder: Path) -> tuple[float, dict, float]:
     specs = expand(load_study(study))
     path = folder / f"{study}-{workers}-{time.monotonic_ns()}.sqlite"
     with ResultStore(path) as store:
-        busy, own = busy_cpu_seconds(), own_cpu_seconds()
-        start = time.perf_counter()
-        report = run_study(specs, store, LocalExecutor(workers), progress=True)
-        elapsed = time.perf_counter() - start
-        busy_after, own_after = busy_cpu_seconds(), own_cpu_seconds()
+        with OtherCores() as others:
+            report = run_study(specs, store, LocalExecutor(workers), progress=True)
         rows = store.rows()
     assert report.written == len(specs) and not report.failures, report.failures[:1]
     metrics = {r["trial_id"]: (r["status"], r["val_metric"], r["test_metric"]) for r in rows}
-    line = f"  {workers} worker(s): {elapsed:.1f} s for {len(specs)} trials"
-    others = 0.0
-    if busy is not None and busy_after is not None:
-        others = max(0.0, (busy_after - busy) - (own_after - own)) / elapsed
-        line += f"; other processes used {others:.2f} cores meanwhile"
+    line = f"  {workers} worker(s): {others.elapsed:.1f} s for {len(specs)} trials"
+    if others.cores is not None:
+        line += f"; other processes used {others.cores:.2f} cores meanwhile"
     print(line, flush=True)
-    return elapsed, metrics, others
+    return others.elapsed, metrics, others.cores or 0.0
 
 
 def main() -> None:

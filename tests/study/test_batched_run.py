@@ -9,12 +9,8 @@ one line naming them.
 
 from __future__ import annotations
 
-import os
 import pathlib
-import signal
 import subprocess
-import sys
-import time
 from collections import Counter
 
 import pytest
@@ -28,6 +24,13 @@ from demon_optim.study.spec import expand, load_study
 from demon_optim.study.store import ResultStore
 from demon_optim.study.tasks import get_task
 from tests.conftest import requires
+from tests.study.study_processes import (
+    kill_group,
+    snapshot,
+    start_study,
+    study_command,
+    wait_for_rows,
+)
 
 pytestmark = requires("mnist1d", "(generates the MNIST-1D data)")
 
@@ -64,23 +67,6 @@ def write_study(
     path = folder / "batched.toml"
     path.write_text(STUDY.format(epochs=epochs, batch_trials=batch_trials))
     return path
-
-
-def snapshot(store: pathlib.Path) -> dict[str, tuple]:
-    """Each trial's numbers (clocks aside) and how it was executed."""
-    with ResultStore(store, readonly=True) as results:
-        rows = results.rows()
-    assert len({r["trial_id"] for r in rows}) == len(rows)
-    return {
-        r["trial_id"]: (
-            r["status"],
-            r["val_metric"],
-            r["test_metric"],
-            [(h["train_loss"], h["val_metric"], h["lr"], h["momentum"]) for h in r["history"]],
-            r["execution"],
-        )
-        for r in rows
-    }
 
 
 def test_a_study_run_half_alone_resumes_in_batches_under_the_same_ids(
@@ -121,41 +107,18 @@ def test_a_batched_run_is_deterministic_whatever_the_workers(tmp_path: pathlib.P
         with ResultStore(store) as results:
             report = run_study(specs, results, LocalExecutor(workers), batch_trials="auto")
         assert report.written == report.batched == TOTAL and report.batches >= 2
-        stores.append(snapshot(store))
+        stores.append(snapshot(store, execution=True))
     assert stores[0] == stores[1] == stores[2]
-
-
-def wait_for_rows(process: subprocess.Popen, store: pathlib.Path, rows: int) -> None:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            with ResultStore(store, readonly=True) as results:
-                if results.count() >= rows:
-                    return
-        except Exception:  # not created yet
-            pass
-        assert process.poll() is None, process.communicate()
-        time.sleep(0.02)
-    raise AssertionError(f"fewer than {rows} rows after 120 s")
 
 
 def test_sigkill_during_a_batch_loses_only_the_batches_training(tmp_path: pathlib.Path) -> None:
     path = write_study(tmp_path, epochs=30, batch_trials="4")
     store = tmp_path / "killed.sqlite"
-    command = [sys.executable, "-m", "demon_optim", "run", str(path), "--store", str(store)]
-    command += ["--workers", "2", "--no-progress"]
-    process = subprocess.Popen(
-        command,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,  # its own process group: driver and workers
-    )
+    command = study_command(path, store, "--no-progress")
+    process = start_study(command)
     wait_for_rows(process, store, 4)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.communicate()
-    assert process.returncode == -signal.SIGKILL
-    partial = snapshot(store)
+    kill_group(process)
+    partial = snapshot(store, execution=True)
     sizes = Counter(execution["batch"] for *_, execution in partial.values())
     assert 4 <= len(partial) < TOTAL, "the kill came too late to test anything"
     assert set(sizes.values()) == {4}  # whole batches, never part of one
@@ -166,7 +129,7 @@ def test_sigkill_during_a_batch_loses_only_the_batches_training(tmp_path: pathli
     reference = tmp_path / "reference.sqlite"
     with ResultStore(reference) as results:
         run_study(expand(load_study(path)), results, LocalExecutor(1), batch_trials=4)
-    assert snapshot(store) == snapshot(reference)
+    assert snapshot(store, execution=True) == snapshot(reference, execution=True)
 
 
 class OwnForward(type(get_task("mnist1d-mlp"))):  # type: ignore[misc]

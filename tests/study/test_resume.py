@@ -12,8 +12,6 @@ import pathlib
 import signal
 import sqlite3
 import subprocess
-import sys
-import time
 
 import pytest
 
@@ -21,6 +19,15 @@ from demon_optim.study.executors import LocalExecutor, run_study
 from demon_optim.study.spec import expand, load_study
 from demon_optim.study.store import ResultStore
 from tests.conftest import requires
+from tests.study.study_processes import (
+    group_gone,
+    kill_group,
+    snapshot,
+    start_study,
+    stored,
+    study_command,
+    wait_for_rows,
+)
 
 pytestmark = requires("sklearn", "(ships the digits data)")
 
@@ -50,72 +57,6 @@ momentum = 0.9
 TOTAL = 16
 
 
-def command(study: pathlib.Path, store: pathlib.Path, *extra: str) -> list[str]:
-    run = [sys.executable, "-m", "demon_optim", "run", str(study)]
-    return [*run, "--store", str(store), "--workers", "2", *extra]
-
-
-def start(study: pathlib.Path, store: pathlib.Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        command(study, store),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,  # its own process group: driver and workers
-        # a shell's background jobs inherit SIGINT ignored, and Python then keeps ignoring
-        # it: give the study the disposition a terminal gives it
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
-
-
-def stored(store: pathlib.Path) -> int:
-    try:
-        db = sqlite3.connect(f"{store.resolve().as_uri()}?mode=ro", uri=True, timeout=1)
-        try:
-            return db.execute("SELECT COUNT(*) FROM trials").fetchone()[0]
-        finally:
-            db.close()
-    except sqlite3.Error:  # not created yet
-        return 0
-
-
-def wait_for_rows(process: subprocess.Popen, store: pathlib.Path, rows: int) -> int:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        count = stored(store)
-        if count >= rows:
-            return count
-        assert process.poll() is None, process.communicate()
-        time.sleep(0.02)
-    raise AssertionError(f"fewer than {rows} rows after 120 s")
-
-
-def group_gone(pgid: int, timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return True
-        time.sleep(0.05)
-    return False
-
-
-def snapshot(store: pathlib.Path) -> dict[str, tuple]:
-    with ResultStore(store, readonly=True) as results:
-        rows = results.rows()
-    assert len({r["trial_id"] for r in rows}) == len(rows)
-    return {
-        r["trial_id"]: (
-            r["status"],
-            r["val_metric"],
-            r["test_metric"],
-            [(h["train_loss"], h["val_metric"], h["lr"], h["momentum"]) for h in r["history"]],
-        )
-        for r in rows
-    }
-
-
 @pytest.fixture
 def study(tmp_path: pathlib.Path) -> pathlib.Path:
     path = tmp_path / "killme.toml"
@@ -127,17 +68,15 @@ def test_sigkill_of_the_process_group_loses_nothing(
     study: pathlib.Path, tmp_path: pathlib.Path
 ) -> None:
     store = tmp_path / "killed.sqlite"
-    process = start(study, store)
+    process = start_study(study_command(study, store))
     before = wait_for_rows(process, store, 3)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.communicate()
-    assert process.returncode == -signal.SIGKILL
+    kill_group(process)
     assert group_gone(process.pid), "workers outlived the kill"
     partial = stored(store)
     assert before <= partial < TOTAL, "the kill came too late to test anything"
 
     resumed = subprocess.run(
-        command(study, store, "--no-progress"),
+        study_command(study, store, "--no-progress"),
         capture_output=True,
         text=True,
         check=False,
@@ -163,7 +102,7 @@ def test_ctrl_c_stops_cleanly_and_keeps_what_was_saved(
     study: pathlib.Path, tmp_path: pathlib.Path
 ) -> None:
     store = tmp_path / "interrupted.sqlite"
-    process = start(study, store)
+    process = start_study(study_command(study, store))
     wait_for_rows(process, store, 2)
     os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends: the whole group
     _, err = process.communicate(timeout=60)

@@ -9,15 +9,20 @@ of an uninterrupted run in one process.
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
-import sys
 
 from demon_optim.study.runner import run
 from demon_optim.study.store import ResultStore
 from tests.conftest import requires
-from tests.study.test_resume import group_gone, snapshot, stored, wait_for_rows
+from tests.study.study_processes import (
+    group_gone,
+    kill_group,
+    snapshot,
+    start_study,
+    stored,
+    study_command,
+    wait_for_rows,
+)
 
 pytestmark = [
     requires("sklearn", "(ships the digits data)"),
@@ -56,19 +61,10 @@ def test_sigkill_mid_search_then_resume_gives_the_same_sequence(tmp_path) -> Non
     study = tmp_path / "killsearch.toml"
     study.write_text(STUDY)
     store = tmp_path / "killed.sqlite"
-    command = [sys.executable, "-m", "demon_optim", "run", str(study), "--store", str(store)]
-    command += ["--workers", "2", "--no-progress"]
-    process = subprocess.Popen(
-        command,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,  # its own process group: driver and workers
-    )
+    command = study_command(study, store, "--no-progress")
+    process = start_study(command)
     wait_for_rows(process, store, 9)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.communicate()
-    assert process.returncode == -signal.SIGKILL
+    kill_group(process)
     assert group_gone(process.pid), "workers outlived the kill"
     partial = stored(store)
     assert 9 <= partial < TOTAL, "the kill came too late to test anything"

@@ -7,8 +7,12 @@
     and each figure is the median of the rounds. Ratios are against torch's fused SGD (QHM,
     AggMo, YellowFin, DemonSGD) or fused Adam (DemonAdam, QHAdam). Then the CUDA test subset,
     ``pytest -m cuda -q``, runs in a subprocess and its summary is printed.
-(b) :func:`study_check` and (c) :func:`epoch_check`: hooks, still to be written (they return
-    None, and main() prints and records whatever they return).
+(b) :func:`study_check`: the ``smoke`` study through the harness on the device and the CPU.
+(c) :func:`epoch_check`: one cifar10-resnet20 epoch, the harness's trial loop against a bare
+    torch loop.
+(d) :func:`batched_check`: batched trials (``demon_optim.study.batched``), M MNIST-1D MLP
+    trials trained as one batch against trials one at a time: the throughput ratio (the
+    goal on a GPU: at least 20x at MNIST-1D sizes).
 
 It needs only the torch it finds and the project on PYTHONPATH (no network, no install):
 
@@ -24,6 +28,7 @@ for tens of seconds on a CPU), which is how the test suite checks this script.
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import json
 import os
@@ -217,7 +222,7 @@ def run_cuda_tests(extra: list[str], timeout: float) -> dict[str, Any]:
     return {"returncode": done.returncode, "summary": summary, "failed": failed}
 
 
-# --- (b) and (c): the lead's hooks ----------------------------------------------------------------
+# --- (b), (c), (d): the harness on the device --------------------------------------------------
 
 
 def _sync(device: torch.device) -> None:
@@ -323,6 +328,96 @@ def epoch_check(device: torch.device, small: bool = False) -> dict[str, Any] | N
     return {"images": train, "harness_s": h, "bare_s": b, "ratio": h / b, "rounds": rounds}
 
 
+def batched_check(device: torch.device, small: bool = False) -> dict[str, Any] | None:
+    """(d) Batched trials: M mnist1d-mlp trials (sgdm, momentum 0.9, M learning rates from
+    1e-3 to 0.3, seeds 0 .. M-1) trained as one batch (``run_batch``) against trials one at a
+    time (``run_trial``, 8 of them: the median per trial), on the device, 3 epochs each, on
+    synthetic MNIST-1D-shaped data (3,500 / 500 / 1,000 signals of 40 values, 10 classes:
+    this measures throughput, not accuracy). Per M in 16, 64, 256: seconds per trial and the
+    ratio to one at a time (goal on a GPU: >= 20x). Two rounds, interleaved, medians; a
+    warm-up round first (CUDA context, cuBLAS handles). ``small``: M = 2, one epoch, 200
+    signals, one round (a check of this script)."""
+    from demon_optim.study.batched.plan import TrialBatch
+    from demon_optim.study.batched.train import run_batch
+    from demon_optim.study.spec import TrialSpec
+    from demon_optim.study.tasks import Split, TaskData, get_task
+    from demon_optim.study.trial import run_trial
+
+    task = get_task("mnist1d-mlp")
+    generator = torch.Generator().manual_seed(0)
+    sizes, epochs, rounds, alone_count = ((2,), 1, 1, 2) if small else ((16, 64, 256), 3, 2, 8)
+
+    def split(n: int) -> Split:
+        inputs = torch.randn(n, 40, generator=generator)
+        return Split(inputs, torch.randint(0, 10, (n,), generator=generator))
+
+    data = TaskData(*(split(n) for n in ((200, 50, 50) if small else (3500, 500, 1000))))
+
+    def specs(m: int) -> tuple[TrialSpec, ...]:
+        rates = [1e-3 * 300 ** (i / max(1, m - 1)) for i in range(m)]
+        return tuple(
+            TrialSpec(
+                task.name,
+                "sgdm",
+                (("lr", lr), ("momentum", 0.9), ("weight_decay", 0.0)),
+                seed,
+                epochs,
+                task.batch_size,
+                device=str(device),
+            )
+            for seed, lr in enumerate(rates)
+        )
+
+    def alone() -> float:
+        """Median seconds of one trial trained alone."""
+        seconds = []
+        for spec in specs(alone_count):
+            _sync(device)
+            start = time.perf_counter()
+            result = run_trial(spec, data, task)
+            _sync(device)
+            seconds.append(time.perf_counter() - start)
+            if result.status not in ("done", "diverged"):
+                raise RuntimeError(f"batched check: a trial alone {result.status}: {result.error}")
+        return statistics.median(seconds)
+
+    def batched(m: int) -> float:
+        """Seconds per trial of M trials trained as one batch."""
+        _sync(device)
+        start = time.perf_counter()
+        results = run_batch(TrialBatch(specs(m)), data, task)
+        _sync(device)
+        failed = [r for r in results if r.status not in ("done", "diverged")]
+        if failed:
+            raise RuntimeError(f"batched check: M={m}: {failed[0].status}: {failed[0].error}")
+        return (time.perf_counter() - start) / m
+
+    if not small:  # warm-up: the device's first kernels and handles, outside the figures
+        run_trial(specs(1)[0], data, task)
+        run_batch(TrialBatch(specs(2)), data, task)
+    times: dict[str, list[float]] = {"alone": [], **{str(m): [] for m in sizes}}
+    for i in range(rounds):
+        order = [("alone", alone)] + [(str(m), functools.partial(batched, m)) for m in sizes]
+        for name, measure in order if i % 2 == 0 else order[::-1]:
+            times[name].append(measure())
+    per_trial_alone = statistics.median(times["alone"])
+    rows = {}
+    print(
+        f"batched check: mnist1d-mlp sgdm, {epochs} epoch{'s' if epochs != 1 else ''} of "
+        f"{len(data.train.targets)} "
+        f"synthetic signals on {device}: one at a time {per_trial_alone:.3f} s per trial"
+    )
+    for m in sizes:
+        per_trial = statistics.median(times[str(m)])
+        rows[str(m)] = {"per_trial_s": per_trial, "speedup": per_trial_alone / per_trial}
+        print(
+            f"  M = {m:>3}: {per_trial:.4f} s per trial -> {per_trial_alone / per_trial:.1f}x "
+            "the throughput of one at a time"
+            + (" (goal on a GPU: >= 20x)" if device.type == "cuda" else "")
+        )
+    return {"epochs": epochs, "alone_s": per_trial_alone, "batched": rows, "rounds": rounds}
+
+
 # --- main -----------------------------------------------------------------------------------------
 
 
@@ -386,7 +481,8 @@ def main(argv: list[str] | None = None) -> int:
     record["pytest"] = None
     if device.type == "cuda" and not args.no_pytest:
         record["pytest"] = run_cuda_tests(args.pytest_args.split(), args.pytest_timeout)
-    for name, check in (("study", study_check), ("epoch", epoch_check)):
+    checks = (("study", study_check), ("epoch", epoch_check), ("batched", batched_check))
+    for name, check in checks:
         result = check(device, small=args.cpu_smoke)
         record[name] = result
         if result is not None:

@@ -37,9 +37,12 @@ def test_cpu_smoke_prints_ratios_and_exits_0(tmp_path):
     row = record["steps"]["10000"]["DemonAdam"]
     assert row["baseline"] == "torch Adam fused" and len(row["times_ms"]) == 2
     assert row["ratio"] > 0 and record["pytest"] is None
-    # (b) and (c) ran on the CPU at their small sizes: the smoke study and a ResNet-20 step
+    # (b), (c), (d) ran on the CPU at their small sizes: the smoke study, a ResNet-20 step and
+    # a batch of two MNIST-1D MLP trials against the same trials alone
     assert record["study"]["trials"] == 2 and record["study"]["ratio"] > 0
     assert record["epoch"]["images"] == 128 and record["epoch"]["ratio"] > 0
+    assert record["batched"]["epochs"] == 1 and record["batched"]["batched"]["2"]["speedup"] > 0
+    assert "batched check: mnist1d-mlp sgdm" in done.stdout
 
 
 def test_without_cuda_it_says_so_in_one_line_and_exits_0():

@@ -35,8 +35,9 @@ momentum = 0.9
 QUICK = """
 description = '''
 The main job: MNIST-1D (MLP), the key schedules of the SGDM and Adam families and Demon,
-a small grid, 2 seeds; 1-3 minutes with 2 workers on 2 cores. sgdm and demon-sgdm run a
-3 x 3 lr x momentum product, for the robustness heatmaps.'''
+a small grid, 2 seeds; about 35 s with 2 workers on 2 idle cores, in batched trials (70 s
+one at a time). sgdm and demon-sgdm run a 3 x 3 lr x momentum product, for the robustness
+heatmaps.'''
 tasks = ["mnist1d-mlp"]
 methods = [
     "sgdm", "sgdm+lr-step", "sgdm+lr-cosine", "sgdm+lr-linear", "sgdm+onecycle", "demon-sgdm",
@@ -99,7 +100,8 @@ MNIST1D = """
 description = '''
 MNIST-1D's three published models (MLP 68 %, CNN 94 %, GRU 91 % test accuracy with Adam,
 lr 1e-2, batch 100, 6000 steps) with Adam and Demon Adam at the published budget (170
-epochs of 35 steps), 2 learning rates, 2 seeds; 10-20 minutes with 2 workers.'''
+epochs of 35 steps), 2 learning rates, 2 seeds; about 3 minutes with 2 workers on 2 idle
+cores in batched trials (10-20 minutes one at a time).'''
 tasks = ["mnist1d-mlp", "mnist1d-cnn", "mnist1d-gru"]
 methods = ["adam", "demon-adam"]
 seeds = [0, 1]
@@ -118,7 +120,8 @@ ROBUSTNESS = """description = '''
 Hyperparameter robustness (the paper's heatmaps) on MNIST-1D (MLP), 50 epochs, 2 seeds, on
 the paper's learning-rate x momentum grids, one model per cell and seed: demon-sgdm beside
 sgdm and sgdm+lr-cosine (11 lr x 6 momentum), demon-adam beside adam (13 lr from 1e-5 to 0.1
-x 6 beta1). 708 trials, about 7-9 minutes with 2 workers on 2 cores. Then:
+x 6 beta1). 708 trials, about 3.5 minutes with 2 workers on 2 idle cores in batched trials
+(7 minutes one at a time). Then:
 demon-optim report --store runs/robustness.sqlite --out runs/robustness-report --tolerance 0.02
 (MNIST-1D's 1000 test examples make one accuracy about +-1.5 points noisy: a 2-point band).'''
 tasks = ["mnist1d-mlp"]
@@ -153,8 +156,8 @@ BUDGETS_QUICK = """
 description = '''
 Tuning budgets on MNIST-1D (MLP, 30 epochs): SGDM, Demon SGDM, Adam and Demon Adam each
 sample 16 configurations (learning rate log-uniform, momentum uniform) by QMC, 2 seeds:
-128 trials, about 1.5 minutes with 2 workers on 2 idle cores. The report shows each
-method's test accuracy against the tuning budget (1, 4, 16 configurations), with the
+128 trials, about 35 s with 2 workers on 2 idle cores in batched trials. The report shows
+each method's test accuracy against the tuning budget (1, 4, 16 configurations), with the
 expected maximum and its spread, and the success rate.'''
 tasks = ["mnist1d-mlp"]
 methods = ["sgdm", "demon-sgdm", "adam", "demon-adam"]

@@ -10,6 +10,7 @@ others' results equal those of the batch without it; a batch run twice is identi
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import pathlib
 import re
@@ -29,7 +30,7 @@ from demon_optim.study.spec import TrialSpec
 from demon_optim.study.tasks import get_task
 from demon_optim.study.tasks.base import ClassificationTask, Split, TaskData
 from demon_optim.study.trial import TrialResult, run_trial
-from tests.conftest import requires
+from tests.conftest import cuda_only, requires
 
 needs_mnist1d = requires("mnist1d", "(generates the MNIST-1D data)")
 
@@ -189,6 +190,28 @@ def test_every_batched_method_matches_its_trial_alone_in_float64(architecture: s
                 reference_steps[:3],
             )
             same_trial(result, reference, 1e-10)
+
+
+@cuda_only
+@pytest.mark.parametrize("architecture", sorted(MODELS))
+def test_batched_on_cuda_matches_the_trial_alone_on_cuda_in_float64(architecture: str) -> None:
+    """On a GPU a batch runs all its models in one pass (no chunking): each kind's hardest
+    methods, float64, batched on CUDA against each trial alone on CUDA (1e-9: cuBLAS sums
+    the batched and the single products in orders of its own)."""
+    task = Signals(architecture)
+    data = task.load_data()
+    methods = ["sgdm+onecycle", "demon-sgdm", "adam+lr-plateau", "demon-adam"]
+    specs = [
+        dataclasses.replace(spec_of(task.name, m, seed, 3, 30), device="cuda")
+        for seed, m in enumerate(methods)
+    ]
+    for batch in by_kind(specs):
+        results, losses = batched(batch, task, data)
+        for spec, result, steps in zip(batch.specs, results, losses, strict=True):
+            reference, reference_steps = alone(spec, task, data)
+            assert result.status == "done", (spec.method, result.error)
+            assert close(steps, reference_steps, 1e-9), (spec.method, steps[:3])
+            same_trial(result, reference, 1e-9)
 
 
 @needs_mnist1d

@@ -281,6 +281,7 @@ def test_gradient_clipping_is_each_models_own() -> None:
             assert torch.allclose(p.grad[m], q.grad, rtol=1e-14, atol=0)
 
 
+@pytest.mark.parametrize("position", ["last", "middle"])
 @pytest.mark.parametrize(
     ("architecture", "method", "wild_lr"),
     [
@@ -291,32 +292,35 @@ def test_gradient_clipping_is_each_models_own() -> None:
     ],
 )
 def test_a_diverging_model_stops_alone_and_leaves_the_others_as_without_it(
-    architecture: str, method: str, wild_lr: float
+    architecture: str, method: str, wild_lr: float, position: str
 ) -> None:
-    """The others' every step equals a batch without it, bit for bit, also after the stack
-    dropped it (the epoch it diverged in ends, its weights and state leave the stack)."""
+    """The others' every step equals a batch without it, also after the stack dropped it
+    (the epoch it diverged in ends, its weights and state leave the stack). Last in the
+    batch, the others sit at the same places of the stacked tensors with it and without
+    it: bit for bit. In the middle, the model after it moves one place down when it
+    leaves, and some CPUs' BLAS (MKL's float64 products, measured on an AMD EPYC) round a
+    product in the last bit by its memory alignment: to 1e-12, and finite."""
     task = Signals(architecture)
     data = task.load_data()
     other = method if method.startswith("demon") else f"{method}+lr-cosine"
     keep = [spec_of(task.name, method, 0, 4, 30), spec_of(task.name, other, 1, 4, 30)]
     wild = spec_of(task.name, method, 2, 4, 30, lr=wild_lr)
-    with_it, with_losses = batched(TrialBatch((keep[0], wild, keep[1])), task, data)
+    members = (*keep, wild) if position == "last" else (keep[0], wild, keep[1])
+    where = members.index(wild)
+    with_it, with_losses = batched(TrialBatch(members), task, data)
     without, without_losses = batched(TrialBatch(tuple(keep)), task, data)
     reference, _ = alone(wild, task, data)
-    assert reference.status == "diverged" and with_it[1].status == "diverged"
+    assert reference.status == "diverged" and with_it[where].status == "diverged"
     assert "non-finite" in (reference.error or "")
-    same_trial(with_it[1], reference, 1e-10)  # the step it blew up at, the epochs before it
-    assert len(with_it[1].history) < 3  # so that the stack dropped it before the end
-    for a, b, steps_a, steps_b in zip(
-        (with_it[0], with_it[2]),
-        without,
-        (with_losses[0], with_losses[2]),
-        without_losses,
-        strict=True,
-    ):
-        assert a.status == "done"
-        assert steps_a == steps_b  # not a bit of the diverged model reached them
-        same_trial(a, b, 0.0)
+    same_trial(with_it[where], reference, 1e-10)  # the step it blew up at, the epochs before
+    assert len(with_it[where].history) < 3  # so that the stack dropped it before the end
+    others = [m for m in range(3) if m != where]
+    rel = 0.0 if position == "last" else 1e-12
+    for m, b, steps_b in zip(others, without, without_losses, strict=True):
+        assert with_it[m].status == "done"
+        assert all(math.isfinite(v) for v in with_losses[m])
+        assert close(with_losses[m], steps_b, rel)  # not a bit of the diverged model reached them
+        same_trial(with_it[m], b, rel)
 
 
 def test_a_batch_run_twice_is_identical() -> None:

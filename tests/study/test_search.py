@@ -259,17 +259,22 @@ def test_the_sequence_is_seeded_and_does_not_depend_on_order_or_workers(
     assert other != first  # the seed matters
 
 
-@optuna_needed
-def test_tpe_uses_what_it_was_told(tmp_path) -> None:
-    """The same seed with other results told gives other TPE draws after its start-up."""
-    study = parse(
+def tpe_in_pairs(budget: int):
+    """sgdm alone, sampling ``budget`` configurations by TPE in batches of 2."""
+    return parse(
         search="sample",
         sampler="tpe",
-        tuning_budgets=[14],
+        tuning_budgets=[budget],
         search_batch=2,
         methods=["sgdm"],
         space={"sgdm": SPACE},
     )
+
+
+@optuna_needed
+def test_tpe_uses_what_it_was_told(tmp_path) -> None:
+    """The same seed with other results told gives other TPE draws after its start-up."""
+    study = tpe_in_pairs(14)
     told, _, _ = run_search(study, tmp_path / "a.sqlite", Scripted())
 
     class Inverted(Scripted):
@@ -314,14 +319,7 @@ def test_a_larger_budget_continues_the_search(tmp_path) -> None:
 
 @optuna_needed
 def test_a_diverged_configuration_is_told_as_failed_and_a_failed_one_waits(tmp_path) -> None:
-    study = parse(
-        search="sample",
-        sampler="tpe",
-        tuning_budgets=[4],
-        search_batch=2,
-        methods=["sgdm"],
-        space={"sgdm": SPACE},
-    )
+    study = tpe_in_pairs(4)
 
     class Flaky(Scripted):
         def __init__(self, status: str) -> None:
